@@ -1,0 +1,141 @@
+"""Any folder of images: resized and center-cropped, converted to 1 or 3 channels.
+
+Sub-folders become class labels (as in torchvision's ImageFolder); a flat folder is one class.
+Folders that fit in `data.max_memory_mb` are decoded once and held as a tensor; larger ones are
+read by a DataLoader with workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from gan_cli.config import store_schema
+from gan_cli.datasets import DATASETS, Data
+from gan_cli.errors import DataError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+_BAD_IMAGE = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+
+
+@dataclass
+class ImageFolderConfig:
+    name: str = "image_folder"
+    root: str = "./data/images"  # the folder of images (searched recursively)
+    image_size: int = 64  # shorter side resized to this, then center-cropped square
+    channels: int = 3  # 1 (grayscale) or 3 (RGB); other modes are converted
+    in_memory: str = "auto"  # auto | true | false: decode once and hold as a tensor
+    max_memory_mb: int = 4096  # with in_memory=auto, larger folders use a DataLoader
+    num_workers: int = 2  # DataLoader workers when not in memory
+    on_bad_image: str = "error"  # error | skip: what to do with a file that cannot be read
+
+
+store_schema("data", "image_folder", ImageFolderConfig)
+
+
+def load_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """Decode, convert mode, resize the shorter side and center-crop; returns uint8 (C, size, size)."""
+    with Image.open(path) as img:
+        if img.mode in ("P", "LA", "RGBA", "PA") or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img.alpha_composite(rgba)
+        img = img.convert("L" if channels == 1 else "RGB")
+        w, h = img.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+        arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def find_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    classes = sorted({p.parent.relative_to(root).parts[0] for p in files if p.parent != root})
+    if classes and any(p.parent == root for p in files):
+        classes = []  # a mix of loose files and sub-folders: treat as unlabelled
+    index = {c: i for i, c in enumerate(classes)}
+    labels = [index[p.relative_to(root).parts[0]] if classes else 0 for p in files]
+    return files, labels, classes
+
+
+class FolderDataset(Dataset[tuple[torch.Tensor, int]]):
+    def __init__(self, files: list[Path], labels: list[int], size: int, channels: int):
+        self.files, self.labels, self.size, self.channels = files, labels, size, channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        try:
+            arr = load_image(self.files[i], self.size, self.channels)
+        except _BAD_IMAGE as err:
+            raise DataError(f"cannot read image {self.files[i]}: {err}") from err
+        return torch.from_numpy(arr), self.labels[i]
+
+
+def _bad(path: Path, err: Exception, mode: str) -> None:
+    if mode == "skip":
+        log.warning("skipping unreadable image %s: %s", path, err)
+        return
+    raise DataError(
+        f"cannot read image {path}: {err}\nRemove or fix the file, or set data.on_bad_image=skip to skip such files."
+    )
+
+
+@DATASETS.register("image_folder")
+def image_folder(cfg: DictConfig) -> Data:
+    root = Path(os.path.expanduser(str(cfg.root)))
+    if cfg.channels not in (1, 3):
+        raise DataError(f"data.channels={cfg.channels} is not valid; allowed: 1, 3")
+    if cfg.on_bad_image not in ("error", "skip"):
+        raise DataError(f"data.on_bad_image={cfg.on_bad_image!r} is not valid; allowed: error, skip")
+    if cfg.image_size < 1:
+        raise DataError(f"data.image_size={cfg.image_size} is not valid; it must be >= 1")
+    if not root.is_dir():
+        raise DataError(f"data.root={root} is not a folder; point data.root at a folder of images")
+    files, labels, classes = find_images(root)
+    if not files:
+        raise DataError(
+            f"no images found under {root} (looked for {', '.join(sorted(EXTENSIONS))}); "
+            "point data.root at a folder of images"
+        )
+    size, channels = int(cfg.image_size), int(cfg.channels)
+    in_memory = str(cfg.in_memory).lower()
+    fits = len(files) * channels * size * size <= cfg.max_memory_mb * 2**20
+    shape = (channels, size, size)
+    if in_memory == "true" or (in_memory == "auto" and fits):
+        arrays, kept = [], []
+        for path, label in zip(files, labels, strict=True):
+            try:
+                arrays.append(load_image(path, size, channels))
+                kept.append(label)
+            except _BAD_IMAGE as err:
+                _bad(path, err, cfg.on_bad_image)
+        if not arrays:
+            raise DataError(f"none of the {len(files)} images under {root} could be read")
+        tensor = torch.from_numpy(np.stack(arrays))
+        return Data("image", shape, len(classes), tensor=tensor, labels=torch.tensor(kept), class_names=classes)
+    good_files, good_labels = [], []
+    for path, label in zip(files, labels, strict=True):
+        try:
+            with Image.open(path) as img:
+                img.verify()
+            good_files.append(path)
+            good_labels.append(label)
+        except _BAD_IMAGE as err:
+            _bad(path, err, cfg.on_bad_image)
+    dataset = FolderDataset(good_files, good_labels, size, channels)
+    return Data("image", shape, len(classes), dataset=dataset, class_names=classes)

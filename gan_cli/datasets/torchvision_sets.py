@@ -1,0 +1,92 @@
+"""MNIST, Fashion-MNIST and CIFAR-10 through torchvision, held whole as a uint8 tensor."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from gan_cli.config import store_schema
+from gan_cli.datasets import DATASETS, Data
+from gan_cli.errors import DataError
+
+
+@dataclass
+class TorchvisionDataConfig:
+    name: str = "mnist"  # mnist | fashion_mnist | cifar10
+    root: str = "./data"  # folder holding the data set in torchvision's layout
+    download: bool = True  # download the files when they are missing
+    split: str = "train"  # train | test
+    image_size: int = 28  # images are resized to this (native: 28 for MNIST-like, 32 for CIFAR-10)
+
+
+store_schema("data", "torchvision", TorchvisionDataConfig)
+
+# name -> (torchvision class name, native size, folder the files go in, files expected there)
+_SETS = {
+    "mnist": ("MNIST", 28, "MNIST/raw", "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-*-ubyte"),
+    "fashion_mnist": (
+        "FashionMNIST",
+        28,
+        "FashionMNIST/raw",
+        "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-*-ubyte",
+    ),
+    "cifar10": ("CIFAR10", 32, "cifar-10-batches-py", "data_batch_1..5, test_batch, batches.meta"),
+}
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a uint8 (N, C, H, W) stack with antialiasing, in chunks to bound memory."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = []
+    for chunk in images.split(4096):
+        x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def _load(cfg: DictConfig) -> Data:
+    import torchvision
+
+    if cfg.split not in ("train", "test"):
+        raise DataError(f"data.split={cfg.split!r} is not valid; allowed: train, test")
+    cls_name, _, folder, files = _SETS[cfg.name]
+    cls = getattr(torchvision.datasets, cls_name)
+    root = os.path.expanduser(str(cfg.root))
+    where = os.path.join(root, folder)
+    try:
+        ds = cls(root, train=cfg.split == "train", download=bool(cfg.download))
+    except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, ValueError...
+        how = (
+            "the download failed (no network?)"
+            if cfg.download
+            else "the files are missing and data.download=false"
+        )
+        raise DataError(
+            f"could not load {cfg.name} from {where}: {how}: {err}\n"
+            f"Put the files ({files}, uncompressed or .gz) in {where}, or point data.root at a folder "
+            f"that has them (data.root=PATH, or the GAN_CLI_DATA environment variable). "
+            f"`make demo` trains on generated data and needs no download."
+        ) from err
+    data = ds.data
+    images = torch.from_numpy(np.ascontiguousarray(data)) if isinstance(data, np.ndarray) else data
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    images = resize_uint8(images.contiguous(), int(cfg.image_size))
+    labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+    return Data(
+        kind="image",
+        shape=tuple(images.shape[1:]),
+        num_classes=len(ds.classes),
+        tensor=images,
+        labels=labels,
+        class_names=list(ds.classes),
+    )
+
+
+for _name in _SETS:
+    DATASETS.register(_name)(_load)

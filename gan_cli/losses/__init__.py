@@ -1,0 +1,54 @@
+"""Adversarial objectives by name.
+
+A loss is a pair of small functions on D's raw outputs (logits or critic values): `d_loss` for the
+discriminator and `g_loss` for the generator. Some add a regulariser (`penalty`, e.g. the gradient
+penalty) or act on D after its update (`after_d_step`, e.g. weight clipping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from gan_cli.registry import Registry, import_submodules
+
+
+class Loss:
+    critic = False  # True: D's outputs are critic values, logged as they are (else as sigmoid scores)
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def penalty(self, d: nn.Module, real_x: torch.Tensor, fake_x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra terms of D's objective, by name (logged as loss/<name>); none by default."""
+        return {}
+
+    def after_d_step(self, d: nn.Module) -> None:
+        """Called after each D update."""
+
+    def score(self, out: torch.Tensor) -> torch.Tensor:
+        """What D/real and D/fake report: the mean sigmoid score, or the critic value."""
+        return out if self.critic else torch.sigmoid(out)
+
+    @property
+    def penalty_names(self) -> list[str]:
+        return []
+
+
+LOSSES: Registry[Callable[[DictConfig], Loss]] = Registry("loss")
+
+
+def build_loss(cfg: DictConfig) -> Loss:
+    return LOSSES.get(cfg.name)(cfg)
+
+
+import_submodules(__name__)

@@ -1,0 +1,106 @@
+"""DCGAN (Radford et al., 2016): transposed convolutions with batch norm and ReLU in G, strided
+convolutions with LeakyReLU(0.2) in D, weights drawn from N(0, 0.02).
+
+Built for any square size b * 2**n with a base b in 4..7 (28 = 7*4, 32 = 4*8, 64, 128, ...):
+G starts from a b x b map and doubles n times; D mirrors it. At 64 pixels and width 64 this is
+exactly the network of the paper and of pytorch/examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from gan_cli.config import store_schema
+from gan_cli.datasets import Data
+from gan_cli.errors import ConfigError
+from gan_cli.models import MODELS
+
+
+@dataclass
+class DCGANConfig:
+    name: str = "dcgan"
+    z_dim: int = 100  # noise dimension
+    g_width: int = 32  # G's channels at full resolution (doubled at each halving)
+    d_width: int = 32  # D's channels after its first convolution
+
+
+store_schema("model", "dcgan", DCGANConfig)
+
+
+def base_and_depth(size: int) -> tuple[int, int]:
+    """Split size into b * 2**n with 4 <= b <= 7 and n >= 1, or raise with the sizes that work."""
+    base, depth = size, 0
+    while base % 2 == 0 and base // 2 >= 4:
+        base, depth = base // 2, depth + 1
+    if not (4 <= base <= 7 and depth >= 1):
+        raise ConfigError(
+            f"model=dcgan cannot build images of size {size}: it needs b * 2**n with b in 4..7 and n >= 1 "
+            "(e.g. 8, 16, 28, 32, 48, 64, 128, 256); set data.image_size to one of these or use model=mlp"
+        )
+    return base, depth
+
+
+def init_dcgan(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, z_dim: int, width: int, channels: int, size: int):
+        super().__init__()
+        base, depth = base_and_depth(size)
+        self.z_dim = z_dim
+        ch = width * 2 ** (depth - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim, ch, base, 1, 0, bias=False),
+            nn.BatchNorm2d(ch),
+            nn.ReLU(True),
+        ]
+        for _ in range(depth - 1):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(init_dcgan)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(self, width: int, channels: int, size: int):
+        super().__init__()
+        base, depth = base_and_depth(size)
+        ch = width
+        layers: list[nn.Module] = [nn.Conv2d(channels, ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
+            ch *= 2
+        layers.append(nn.Conv2d(ch, 1, base, 1, 0, bias=False))
+        self.net = nn.Sequential(*layers)
+        self.apply(init_dcgan)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+@MODELS.register("dcgan")
+def build(cfg: DictConfig, data: Data) -> tuple[nn.Module, nn.Module]:
+    if data.kind != "image":
+        raise ConfigError("model=dcgan needs image data; use model=mlp for data=gaussians")
+    channels, height, width = data.shape
+    if height != width:
+        raise ConfigError(f"model=dcgan needs square images, got {height}x{width}")
+    if cfg.g_width < 1 or cfg.d_width < 1 or cfg.z_dim < 1:
+        raise ConfigError("model.g_width, model.d_width and model.z_dim must be >= 1")
+    return (
+        DCGANGenerator(cfg.z_dim, cfg.g_width, channels, height),
+        DCGANDiscriminator(cfg.d_width, channels, height),
+    )

@@ -1,0 +1,385 @@
+"""The training loop: a pure `train(cfg) -> dict` that the `gan-train` command calls.
+
+Each step is n_critic D updates and one G update. Scalars are summed on the device and read back
+only every `logger.log_every` steps; sampling, checkpointing and evaluation are every-N-steps hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from gan_cli import __version__
+from gan_cli import checkpoint as ckpt
+from gan_cli.config import validate
+from gan_cli.datasets import Batches, Data, build_data, to_unit_range
+from gan_cli.device import autocast_dtype, resolve_device
+from gan_cli.errors import CheckpointError, GanCliError
+from gan_cli.logger import RunLogger, parse_override_value
+from gan_cli.losses import Loss, build_loss
+from gan_cli.models import build_models
+from gan_cli.samples import image_grid, save_png, scatter_plot
+
+log = logging.getLogger("gan_cli")
+
+BASE_STATS = ["loss/D", "loss/G", "D/real", "D/fake", "grad_norm/D", "grad_norm/G"]
+SCATTER_POINTS = 2000
+
+
+class Diverged(GanCliError):
+    """A loss stopped being finite (trainer.on_nan=stop)."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_backends(cfg: DictConfig, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(cfg.cudnn_benchmark)
+        torch.backends.cuda.matmul.allow_tf32 = bool(cfg.tf32)
+        torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
+
+
+def make_optimizer(params: Any, opt: DictConfig, group: DictConfig, device: torch.device) -> torch.optim.Optimizer:
+    name = opt.name.value if hasattr(opt.name, "value") else str(opt.name)
+    fused = str(opt.fused).lower()
+    use_fused = device.type == "cuda" if fused == "auto" else fused == "true"
+    kwargs: dict[str, Any] = {"lr": group.lr, "weight_decay": group.weight_decay}
+    if name == "adam":
+        return torch.optim.Adam(params, betas=tuple(group.betas), eps=opt.eps, fused=use_fused or None, **kwargs)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(
+            params, alpha=opt.alpha, eps=opt.eps, momentum=group.momentum, foreach=use_fused or None, **kwargs
+        )
+    return torch.optim.SGD(params, momentum=group.momentum, fused=use_fused or None, **kwargs)
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=next(module.parameters()).device)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+@dataclass
+class Parts:
+    """Everything one training step touches."""
+
+    G: nn.Module
+    D: nn.Module
+    loss: Loss
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    z_dim: int
+    channels_last: bool
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def d_update(p: Parts, real: torch.Tensor, keep_graph: bool) -> tuple[torch.Tensor, ...]:
+    """One D update on a real batch and a fresh fake batch; returns the fakes (with G's graph if asked)."""
+    z = torch.randn(real.shape[0], p.z_dim, device=p.device)
+    with p.autocast():
+        with torch.set_grad_enabled(keep_graph):
+            fake = p.G(z)
+        out_real, out_fake = p.D(real), p.D(fake.detach())
+        loss_d = p.loss.d_loss(out_real.float(), out_fake.float())
+        penalties = p.loss.penalty(p.D, real, fake.detach())
+        total = loss_d + sum(penalties.values()) if penalties else loss_d
+    p.opt_d.zero_grad(set_to_none=True)
+    p.scaler.scale(total).backward()
+    p.scaler.unscale_(p.opt_d)
+    norm_d = grad_norm(p.D)
+    p.scaler.step(p.opt_d)
+    p.scaler.update()
+    p.loss.after_d_step(p.D)
+    score_real = p.loss.score(out_real.detach().float()).mean()
+    score_fake = p.loss.score(out_fake.detach().float()).mean()
+    pen = [v.detach().float() for v in penalties.values()]
+    return fake, loss_d.detach().float(), score_real, score_fake, norm_d, *pen
+
+
+def g_update(p: Parts, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One G update through the (just updated) D on the last D step's fakes; D's weights get no grads."""
+    p.D.requires_grad_(False)
+    with p.autocast():
+        loss_g = p.loss.g_loss(p.D(fake).float())
+    p.opt_g.zero_grad(set_to_none=True)
+    p.scaler.scale(loss_g).backward()
+    p.scaler.unscale_(p.opt_g)
+    norm_g = grad_norm(p.G)
+    p.scaler.step(p.opt_g)
+    p.scaler.update()
+    p.D.requires_grad_(True)
+    return loss_g.detach().float(), norm_g
+
+
+def train_step(p: Parts, reals: list[torch.Tensor]) -> torch.Tensor:
+    """n_critic D updates then one G update; returns [loss/D, loss/G, D/real, D/fake, |grad D|, |grad G|, penalties...]."""
+    for i, real in enumerate(reals):
+        fake, loss_d, score_real, score_fake, norm_d, *pen = d_update(p, real, keep_graph=i == len(reals) - 1)
+    loss_g, norm_g = g_update(p, fake)
+    return torch.stack([loss_d, loss_g, score_real, score_fake, norm_d, norm_g, *pen])
+
+
+def total_steps(cfg: DictConfig, per_epoch: int, n_critic: int) -> int | None:
+    limits = []
+    if cfg.steps is not None:
+        limits.append(int(cfg.steps))
+    if cfg.epochs is not None:
+        limits.append(max(1, math.ceil(cfg.epochs * per_epoch / n_critic)))
+    return min(limits) if limits else None
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The run's settings for the HParams dashboard: its main choices plus every command-line override."""
+    params: dict[str, Any] = {
+        "data": cfg.data.name,
+        "model": cfg.model.name,
+        "loss": cfg.loss.name,
+        "optimizer": str(OmegaConf.to_container(cfg.optimizer, enum_to_str=True)["name"]),  # type: ignore[index]
+        "lr/G": cfg.optimizer.g.lr,
+        "lr/D": cfg.optimizer.d.lr,
+        "batch_size": cfg.trainer.batch_size,
+        "seed": cfg.trainer.seed,
+    }
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not running under Hydra (e.g. train() called from Python)
+        overrides = []
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key not in ("data.root", "trainer.device", "trainer.resume"):
+            params[key] = parse_override_value(value)
+    return params
+
+
+def sample_picture(p: Parts, fixed_z: torch.Tensor, data: Data, real_points: torch.Tensor | None) -> torch.Tensor:
+    p.G.eval()
+    with torch.no_grad(), p.autocast():
+        fake = p.G(fixed_z)
+    p.G.train()
+    if data.kind == "points":
+        assert real_points is not None
+        return scatter_plot(fake, real_points)
+    return image_grid(fake)
+
+
+def checkpoint_state(
+    cfg: DictConfig, p: Parts, step: int, batches: Batches, fixed_z: torch.Tensor, G: nn.Module, D: nn.Module
+) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "step": step,
+        "data_position": batches.position,
+        "data_shape": list(batches.data.shape),
+        "G": G.state_dict(),
+        "D": D.state_dict(),
+        "opt_G": p.opt_g.state_dict(),
+        "opt_D": p.opt_d.state_dict(),
+        "scaler": p.scaler.state_dict(),
+        "fixed_z": fixed_z.cpu(),
+        "rng": ckpt.rng_state(),
+    }
+
+
+def save_checkpoint(out: Path, state: dict[str, Any], keep: int) -> Path:
+    folder = out / "checkpoints"
+    last = folder / "last.pt"
+    ckpt.save_atomic(state, last)
+    if keep > 0:
+        numbered = folder / f"step_{state['step']:06d}.pt"
+        numbered.unlink(missing_ok=True)
+        try:
+            numbered.hardlink_to(last)  # same bytes, no second write
+        except OSError:
+            ckpt.save_atomic(state, numbered)
+        ckpt.rotate(folder, keep)
+    return last
+
+
+def restore(state: dict[str, Any], path: Path, G: nn.Module, D: nn.Module, p: Parts) -> None:
+    try:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"checkpoint {path} does not match this model (another architecture, width or image size?): "
+            f"{str(err).splitlines()[0]} ... see the config saved in the checkpoint's run folder"
+        ) from err
+    p.opt_g.load_state_dict(state["opt_G"])
+    p.opt_d.load_state_dict(state["opt_D"])
+    p.scaler.load_state_dict(state["scaler"])
+
+
+def train(cfg: DictConfig, step_fn: Callable[[Parts, list[torch.Tensor]], torch.Tensor] = train_step) -> dict[str, Any]:
+    """Train a GAN as `cfg` says and return the final metrics (for sweeps and tests)."""
+    validate(cfg)
+    t_cfg, l_cfg = cfg.trainer, cfg.logger
+    device = resolve_device(t_cfg.device)
+    amp_dtype = autocast_dtype(t_cfg.precision, device)
+    out = Path(cfg.output_dir)
+    resume_path = ckpt.find(t_cfg.resume) if t_cfg.resume else None
+    state = ckpt.load(resume_path) if resume_path else None
+
+    seed_everything(t_cfg.seed)
+    configure_backends(t_cfg, device)
+    data = build_data(cfg.data)
+    batches = Batches(data, t_cfg.batch_size, device, t_cfg.seed, int(cfg.data.get("num_workers", 2)))
+    G, D = build_models(cfg.model, data)
+    conv = data.kind == "image" and any(isinstance(m, nn.Conv2d) for m in D.modules())
+    channels_last = conv and (
+        device.type == "cuda" if str(t_cfg.channels_last).lower() == "auto" else str(t_cfg.channels_last) == "true"
+    )
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    G.to(device, memory_format=memory_format)
+    D.to(device, memory_format=memory_format)
+    loss = build_loss(cfg.loss)
+    p = Parts(
+        G=torch.compile(G) if t_cfg.compile else G,  # type: ignore[arg-type]
+        D=torch.compile(D) if t_cfg.compile else D,  # type: ignore[arg-type]
+        loss=loss,
+        opt_g=make_optimizer(G.parameters(), cfg.optimizer, cfg.optimizer.g, device),
+        opt_d=make_optimizer(D.parameters(), cfg.optimizer, cfg.optimizer.d, device),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        device=device,
+        amp_dtype=amp_dtype,
+        z_dim=int(cfg.model.z_dim),
+        channels_last=channels_last,
+    )
+    n_critic = int(cfg.loss.n_critic)
+    total = total_steps(t_cfg, batches.per_epoch, n_critic)
+    n_fixed = SCATTER_POINTS if data.kind == "points" else int(l_cfg.num_samples)
+    fixed_z = torch.randn(n_fixed, p.z_dim, generator=torch.Generator().manual_seed(t_cfg.seed + 1)).to(device)
+    real_points = data.tensor[:SCATTER_POINTS] if data.kind == "points" and data.tensor is not None else None
+
+    step = 0
+    if state is not None and resume_path is not None:
+        restore(state, resume_path, G, D, p)
+        step = int(state["step"])
+        batches.seek(**state["data_position"])
+        fixed_z = state["fixed_z"].to(device)
+        ckpt.set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d", resume_path, step)
+
+    stat_names = BASE_STATS + [f"loss/{n}" for n in loss.penalty_names]
+    logger = RunLogger(
+        out,
+        start_step=step,
+        total_steps=total or 0,
+        tensorboard=bool(l_cfg.tensorboard),
+        progress=str(l_cfg.progress),
+        print_every_s=float(l_cfg.print_every_s),
+    )
+    logger.hparams(run_hparams(cfg), stat_names[:4])
+    if step == 0:
+        logger.image("samples/real", real_picture(data, batches, int(l_cfg.num_samples), real_points), 0)
+
+    def sample(at: int) -> None:
+        picture = sample_picture(p, fixed_z, data, real_points)
+        save_png(picture, out / "samples" / f"step_{at:06d}.png")
+        logger.image("samples/fake", picture, at)
+
+    def checkpoint(at: int) -> None:
+        save_checkpoint(out, checkpoint_state(cfg, p, at, batches, fixed_z, G, D), int(t_cfg.keep_checkpoints))
+
+    acc = torch.zeros(len(stat_names), device=device)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    n_acc, values, last = 0, {}, {}
+    bs_per_step = t_cfg.batch_size * n_critic
+    t_start = t_window = time.perf_counter()
+    start_step = step
+    deadline = t_start + 60 * t_cfg.max_minutes if t_cfg.max_minutes is not None else math.inf
+
+    def flush(at: int) -> dict[str, float]:
+        """Read the accumulated stats (the loop's one host sync) and log them."""
+        nonlocal n_acc, t_window, last
+        stats = (acc / max(n_acc, 1)).tolist()
+        bad = int(first_bad.item())
+        now = time.perf_counter()
+        vals = dict(zip(stat_names, stats, strict=True))
+        vals["perf/images_per_s"] = n_acc * bs_per_step / max(now - t_window, 1e-9)
+        vals["lr/G"] = p.opt_g.param_groups[0]["lr"]
+        vals["lr/D"] = p.opt_d.param_groups[0]["lr"]
+        acc.zero_()
+        n_acc, t_window = 0, now
+        if bad >= 0:
+            raise Diverged(
+                f"a loss stopped being finite at step {bad} "
+                f"(loss/D {vals['loss/D']:.4g}, loss/G {vals['loss/G']:.4g} averaged to step {at}); "
+                f"the last good checkpoint in {out / 'checkpoints'} is kept. "
+                "Lower the learning rates, or try another loss or trainer.precision=32"
+            )
+        logger.scalars(at, vals, epoch=batches.epochs_done)
+        last = vals
+        return vals
+
+    try:
+        while (total is None or step < total) and time.perf_counter() < deadline:
+            reals = [batches.next()[0] for _ in range(n_critic)]
+            if channels_last:
+                reals = [r.contiguous(memory_format=torch.channels_last) for r in reals]
+            stats = step_fn(p, reals)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(stats[:2]).all(), step + 1, first_bad)
+            acc += stats
+            n_acc += 1
+            step += 1
+            values = flush(step) if step % l_cfg.log_every == 0 else {}
+            logger.progress(step, batches.epochs_done, values)
+            if l_cfg.sample_every and step % l_cfg.sample_every == 0:
+                sample(step)
+            if t_cfg.checkpoint_every and step % t_cfg.checkpoint_every == 0:
+                if not values:
+                    flush(step)
+                checkpoint(step)
+        final = flush(step) if n_acc else last
+        sample(step)
+        checkpoint(step)
+    finally:
+        logger.close()
+    wall = time.perf_counter() - t_start
+    result = {
+        **final,
+        "step": step,
+        "epoch": batches.epochs_done,
+        "wall_s": wall,
+        "perf/images_per_s_mean": (step - start_step) * bs_per_step / max(wall, 1e-9),
+    }
+    logger.summary(step, batches.epochs_done, final)
+    log.info("done: %d steps in %.1f s; outputs in %s", step, wall, out)
+    return result
+
+
+def real_picture(data: Data, batches: Batches, n: int, real_points: torch.Tensor | None) -> torch.Tensor:
+    """The picture of real data logged once at the start: a grid of images, or the points alone."""
+    if real_points is not None:
+        return scatter_plot(real_points[:0], real_points)
+    if data.tensor is not None:
+        return image_grid(to_unit_range(data.tensor[:n].clone()))
+    images = batches.next()[0][:n]
+    batches.seek(0, 0)
+    return image_grid(images)
