@@ -20,7 +20,7 @@ from gan_cli.errors import CheckpointError
 
 
 def rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": [kind, torch.from_numpy(np.asarray(keys).copy()), int(pos), int(has_gauss), float(gauss)],
@@ -93,7 +93,9 @@ def find(path: str | Path) -> Path:
         candidate = path / "checkpoints" / "last.pt"
         if candidate.is_file():
             return candidate
-        raise CheckpointError(f"{path} is a folder without checkpoints/last.pt; give a run directory or a .pt file")
+        raise CheckpointError(
+            f"{path} is a folder without checkpoints/last.pt; give a run directory or a .pt file"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path

@@ -147,4 +147,6 @@ def validate(cfg: DictConfig) -> None:
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"optimizer.{net}.betas={betas} is not valid; give two numbers in [0, 1)")
     if cfg.loss.n_critic < 1:
-        raise ConfigError(f"loss.n_critic={cfg.loss.n_critic} is not valid; it must be >= 1 (D steps per G step)")
+        raise ConfigError(
+            f"loss.n_critic={cfg.loss.n_critic} is not valid; it must be >= 1 (D steps per G step)"
+        )

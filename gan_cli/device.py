@@ -18,10 +18,14 @@ def resolve_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as err:
-        raise ConfigError(f"trainer.device={spec!r} is not valid; allowed: auto, cpu, cuda, cuda:N, mps") from err
+        raise ConfigError(
+            f"trainer.device={spec!r} is not valid; allowed: auto, cpu, cuda, cuda:N, mps"
+        ) from err
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("trainer.device=cuda but CUDA is not available here; use trainer.device=cpu or auto")
+            raise ConfigError(
+                "trainer.device=cuda but CUDA is not available here; use trainer.device=cpu or auto"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"trainer.device={spec} but only {torch.cuda.device_count()} CUDA device(s) exist "
@@ -29,7 +33,9 @@ def resolve_device(spec: str) -> torch.device:
             )
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ConfigError("trainer.device=mps but MPS is not available here; use trainer.device=cpu or auto")
+            raise ConfigError(
+                "trainer.device=mps but MPS is not available here; use trainer.device=cpu or auto"
+            )
     elif device.type != "cpu":
         raise ConfigError(f"trainer.device={spec!r} is not supported; allowed: auto, cpu, cuda, cuda:N, mps")
     return device
@@ -43,7 +49,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "16":
         if device.type != "cuda":
             raise ConfigError(
-                f"trainer.precision=16 needs CUDA (the device is {device.type}); use trainer.precision=32 or bf16"
+                f"trainer.precision=16 needs CUDA (the device is {device.type}); "
+                "use trainer.precision=32 or bf16"
             )
         return torch.float16
     if precision == "bf16":

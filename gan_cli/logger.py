@@ -35,7 +35,7 @@ def parse_override_value(text: str) -> Any:
 
 
 class RunLogger:
-    """Writes scalars to TensorBoard and metrics.jsonl; steps at or after `start_step` are rewritten on resume."""
+    """Scalars to TensorBoard and metrics.jsonl; on resume, steps from `start_step` on are rewritten."""
 
     def __init__(
         self,
@@ -55,10 +55,17 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_step if start_step > 0 else None)
+            self.writer = SummaryWriter(
+                str(out_dir / "tb"), purge_step=start_step if start_step > 0 else None
+            )
         show = sys.stderr.isatty() if str(progress).lower() == "auto" else str(progress).lower() == "true"
         self.bar = tqdm(
-            total=total_steps, initial=start_step, disable=not show, unit="step", dynamic_ncols=True, leave=True
+            total=total_steps,
+            initial=start_step,
+            disable=not show,
+            unit="step",
+            dynamic_ncols=True,
+            leave=True,
         )
         self.print_every_s = print_every_s
         self._last_print = time.monotonic()
@@ -73,7 +80,7 @@ class RunLogger:
             self.metrics_path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
     def hparams(self, params: dict[str, Any], metric_tags: list[str]) -> None:
-        """Declare this run to TensorBoard's HParams dashboard; the metric tags are logged as scalars later."""
+        """Declare this run to the HParams dashboard; the metric tags are logged as scalars later."""
         if self.writer is None:
             return
         from torch.utils.tensorboard.summary import hparams

@@ -19,7 +19,9 @@ def image_grid(x: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
     return grid.mul(255).round().to(torch.uint8)
 
 
-def scatter_plot(fake: torch.Tensor, real: torch.Tensor, size: int = 320, extent: float | None = None) -> torch.Tensor:
+def scatter_plot(
+    fake: torch.Tensor, real: torch.Tensor, size: int = 320, extent: float | None = None
+) -> torch.Tensor:
     """Generated points (red) over real ones (grey) on a white square -> uint8 (3, size, size)."""
     fake_np, real_np = fake.detach().float().cpu().numpy(), real.detach().float().cpu().numpy()
     if extent is None:

@@ -55,13 +55,17 @@ def configure_backends(cfg: DictConfig, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
 
 
-def make_optimizer(params: Any, opt: DictConfig, group: DictConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Any, opt: DictConfig, group: DictConfig, device: torch.device
+) -> torch.optim.Optimizer:
     name = opt.name.value if hasattr(opt.name, "value") else str(opt.name)
     fused = str(opt.fused).lower()
     use_fused = device.type == "cuda" if fused == "auto" else fused == "true"
     kwargs: dict[str, Any] = {"lr": group.lr, "weight_decay": group.weight_decay}
     if name == "adam":
-        return torch.optim.Adam(params, betas=tuple(group.betas), eps=opt.eps, fused=use_fused or None, **kwargs)
+        return torch.optim.Adam(
+            params, betas=tuple(group.betas), eps=opt.eps, fused=use_fused or None, **kwargs
+        )
     if name == "rmsprop":
         return torch.optim.RMSprop(
             params, alpha=opt.alpha, eps=opt.eps, momentum=group.momentum, foreach=use_fused or None, **kwargs
@@ -97,13 +101,14 @@ class Parts:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 
-def d_update(p: Parts, real: torch.Tensor, keep_graph: bool) -> tuple[torch.Tensor, ...]:
-    """One D update on a real batch and a fresh fake batch; returns the fakes (with G's graph if asked)."""
+def d_update(p: Parts, real: torch.Tensor, y: torch.Tensor, keep_graph: bool) -> tuple[torch.Tensor, ...]:
+    """One D update on a real batch and a fresh fake batch (with the real batch's labels);
+    returns the fakes, with G's graph if asked."""
     z = torch.randn(real.shape[0], p.z_dim, device=p.device)
     with p.autocast():
         with torch.set_grad_enabled(keep_graph):
-            fake = p.G(z)
-        out_real, out_fake = p.D(real), p.D(fake.detach())
+            fake = p.G(z, y)
+        out_real, out_fake = p.D(real, y), p.D(fake.detach(), y)
         loss_d = p.loss.d_loss(out_real.float(), out_fake.float())
         penalties = p.loss.penalty(p.D, real, fake.detach())
         total = loss_d + sum(penalties.values()) if penalties else loss_d
@@ -120,11 +125,11 @@ def d_update(p: Parts, real: torch.Tensor, keep_graph: bool) -> tuple[torch.Tens
     return fake, loss_d.detach().float(), score_real, score_fake, norm_d, *pen
 
 
-def g_update(p: Parts, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def g_update(p: Parts, fake: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One G update through the (just updated) D on the last D step's fakes; D's weights get no grads."""
     p.D.requires_grad_(False)
     with p.autocast():
-        loss_g = p.loss.g_loss(p.D(fake).float())
+        loss_g = p.loss.g_loss(p.D(fake, y).float())
     p.opt_g.zero_grad(set_to_none=True)
     p.scaler.scale(loss_g).backward()
     p.scaler.unscale_(p.opt_g)
@@ -135,11 +140,18 @@ def g_update(p: Parts, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return loss_g.detach().float(), norm_g
 
 
-def train_step(p: Parts, reals: list[torch.Tensor]) -> torch.Tensor:
-    """n_critic D updates then one G update; returns [loss/D, loss/G, D/real, D/fake, |grad D|, |grad G|, penalties...]."""
-    for i, real in enumerate(reals):
-        fake, loss_d, score_real, score_fake, norm_d, *pen = d_update(p, real, keep_graph=i == len(reals) - 1)
-    loss_g, norm_g = g_update(p, fake)
+Batch = tuple[torch.Tensor, torch.Tensor]  # (images or points, labels)
+
+
+def train_step(p: Parts, batches: list[Batch]) -> torch.Tensor:
+    """n_critic D updates then one G update.
+
+    Returns [loss/D, loss/G, D/real, D/fake, |grad D|, |grad G|, penalties...] as one device tensor."""
+    for i, (real, y) in enumerate(batches):
+        fake, loss_d, score_real, score_fake, norm_d, *pen = d_update(
+            p, real, y, keep_graph=i == len(batches) - 1
+        )
+    loss_g, norm_g = g_update(p, fake, y)
     return torch.stack([loss_d, loss_g, score_real, score_fake, norm_d, norm_g, *pen])
 
 
@@ -158,7 +170,7 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
         "data": cfg.data.name,
         "model": cfg.model.name,
         "loss": cfg.loss.name,
-        "optimizer": str(OmegaConf.to_container(cfg.optimizer, enum_to_str=True)["name"]),  # type: ignore[index]
+        "optimizer": getattr(cfg.optimizer.name, "value", str(cfg.optimizer.name)),
         "lr/G": cfg.optimizer.g.lr,
         "lr/D": cfg.optimizer.d.lr,
         "batch_size": cfg.trainer.batch_size,
@@ -177,7 +189,9 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     return params
 
 
-def sample_picture(p: Parts, fixed_z: torch.Tensor, data: Data, real_points: torch.Tensor | None) -> torch.Tensor:
+def sample_picture(
+    p: Parts, fixed_z: torch.Tensor, data: Data, real_points: torch.Tensor | None
+) -> torch.Tensor:
     p.G.eval()
     with torch.no_grad(), p.autocast():
         fake = p.G(fixed_z)
@@ -236,7 +250,9 @@ def restore(state: dict[str, Any], path: Path, G: nn.Module, D: nn.Module, p: Pa
     p.scaler.load_state_dict(state["scaler"])
 
 
-def train(cfg: DictConfig, step_fn: Callable[[Parts, list[torch.Tensor]], torch.Tensor] = train_step) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, step_fn: Callable[[Parts, list[Batch]], torch.Tensor] = train_step
+) -> dict[str, Any]:
     """Train a GAN as `cfg` says and return the final metrics (for sweeps and tests)."""
     validate(cfg)
     t_cfg, l_cfg = cfg.trainer, cfg.logger
@@ -253,11 +269,13 @@ def train(cfg: DictConfig, step_fn: Callable[[Parts, list[torch.Tensor]], torch.
     G, D = build_models(cfg.model, data)
     conv = data.kind == "image" and any(isinstance(m, nn.Conv2d) for m in D.modules())
     channels_last = conv and (
-        device.type == "cuda" if str(t_cfg.channels_last).lower() == "auto" else str(t_cfg.channels_last) == "true"
+        device.type == "cuda"
+        if str(t_cfg.channels_last).lower() == "auto"
+        else str(t_cfg.channels_last) == "true"
     )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    G.to(device, memory_format=memory_format)
-    D.to(device, memory_format=memory_format)
+    G.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
+    D.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     loss = build_loss(cfg.loss)
     p = Parts(
         G=torch.compile(G) if t_cfg.compile else G,  # type: ignore[arg-type]
@@ -274,7 +292,9 @@ def train(cfg: DictConfig, step_fn: Callable[[Parts, list[torch.Tensor]], torch.
     n_critic = int(cfg.loss.n_critic)
     total = total_steps(t_cfg, batches.per_epoch, n_critic)
     n_fixed = SCATTER_POINTS if data.kind == "points" else int(l_cfg.num_samples)
-    fixed_z = torch.randn(n_fixed, p.z_dim, generator=torch.Generator().manual_seed(t_cfg.seed + 1)).to(device)
+    fixed_z = torch.randn(n_fixed, p.z_dim, generator=torch.Generator().manual_seed(t_cfg.seed + 1)).to(
+        device
+    )
     real_points = data.tensor[:SCATTER_POINTS] if data.kind == "points" and data.tensor is not None else None
 
     step = 0
@@ -305,7 +325,9 @@ def train(cfg: DictConfig, step_fn: Callable[[Parts, list[torch.Tensor]], torch.
         logger.image("samples/fake", picture, at)
 
     def checkpoint(at: int) -> None:
-        save_checkpoint(out, checkpoint_state(cfg, p, at, batches, fixed_z, G, D), int(t_cfg.keep_checkpoints))
+        save_checkpoint(
+            out, checkpoint_state(cfg, p, at, batches, fixed_z, G, D), int(t_cfg.keep_checkpoints)
+        )
 
     acc = torch.zeros(len(stat_names), device=device)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
@@ -340,9 +362,9 @@ def train(cfg: DictConfig, step_fn: Callable[[Parts, list[torch.Tensor]], torch.
 
     try:
         while (total is None or step < total) and time.perf_counter() < deadline:
-            reals = [batches.next()[0] for _ in range(n_critic)]
+            reals = [batches.next() for _ in range(n_critic)]
             if channels_last:
-                reals = [r.contiguous(memory_format=torch.channels_last) for r in reals]
+                reals = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in reals]
             stats = step_fn(p, reals)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(stats[:2]).all(), step + 1, first_bad)
             acc += stats

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny data sets written in torchvision's layouts, and a runner for the real console script."""
+"""Shared fixtures: tiny data sets in torchvision's layouts, and a runner for the real console scripts."""
 
 from __future__ import annotations
 

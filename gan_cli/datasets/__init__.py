@@ -7,7 +7,7 @@ training device, batches drawn there with no DataLoader) or a torch Dataset for 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,7 @@ class _OffsetSampler(Sampler[int]):
     def __init__(self, order: torch.Tensor) -> None:
         self.order = order
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[int]:
         return iter(self.order.tolist())
 
     def __len__(self) -> int:

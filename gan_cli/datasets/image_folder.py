@@ -45,7 +45,8 @@ store_schema("data", "image_folder", ImageFolderConfig)
 
 def load_image(path: Path, size: int, channels: int) -> np.ndarray:
     """Decode, convert mode, resize the shorter side and center-crop; returns uint8 (C, size, size)."""
-    with Image.open(path) as img:
+    with Image.open(path) as opened:
+        img: Image.Image = opened
         if img.mode in ("P", "LA", "RGBA", "PA") or "transparency" in img.info:
             rgba = img.convert("RGBA")
             img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -91,7 +92,8 @@ def _bad(path: Path, err: Exception, mode: str) -> None:
         log.warning("skipping unreadable image %s: %s", path, err)
         return
     raise DataError(
-        f"cannot read image {path}: {err}\nRemove or fix the file, or set data.on_bad_image=skip to skip such files."
+        f"cannot read image {path}: {err}\n"
+        "Remove or fix the file, or set data.on_bad_image=skip to skip such files."
     )
 
 
@@ -127,7 +129,9 @@ def image_folder(cfg: DictConfig) -> Data:
         if not arrays:
             raise DataError(f"none of the {len(files)} images under {root} could be read")
         tensor = torch.from_numpy(np.stack(arrays))
-        return Data("image", shape, len(classes), tensor=tensor, labels=torch.tensor(kept), class_names=classes)
+        return Data(
+            "image", shape, len(classes), tensor=tensor, labels=torch.tensor(kept), class_names=classes
+        )
     good_files, good_labels = [], []
     for path, label in zip(files, labels, strict=True):
         try:

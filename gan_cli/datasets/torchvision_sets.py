@@ -45,7 +45,9 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
         return images
     out = []
     for chunk in images.split(4096):
-        x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(
+            chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
         out.append(x.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
 

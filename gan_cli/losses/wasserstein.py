@@ -1,4 +1,5 @@
-"""Wasserstein objectives: weight clipping (Arjovsky et al., 2017) and gradient penalty (Gulrajani et al., 2017)."""
+"""Wasserstein objectives: weight clipping (Arjovsky et al., 2017) and gradient penalty
+(Gulrajani et al., 2017)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class WGAN(Loss):
     @torch.no_grad()
     def after_d_step(self, d: nn.Module) -> None:
         """Clip every weight of D to [-c, c] to keep it (roughly) Lipschitz."""
-        params = list(d.parameters())
+        params: list[torch.Tensor] = list(d.parameters())
         torch._foreach_clamp_min_(params, -self.cfg.clip)
         torch._foreach_clamp_max_(params, self.cfg.clip)
 

@@ -1,8 +1,9 @@
 """Generator/discriminator pairs by name.
 
 A builder takes the `model` config and the data's description and returns `(G, D)`:
-`G(z)` maps noise of shape (B, G.z_dim) to a batch shaped like the data, in [-1, 1] for images;
-`D(x)` returns one logit (or critic value) per example, shape (B,). The losses own the sigmoid.
+`G(z, y)` maps noise of shape (B, G.z_dim) to a batch shaped like the data, in [-1, 1] for images;
+`D(x, y)` returns one logit (or critic value) per example, shape (B,). The losses own the sigmoid.
+`y` holds class labels (B,); unconditional models ignore it.
 """
 
 from __future__ import annotations

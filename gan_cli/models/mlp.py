@@ -44,7 +44,7 @@ class MLPGenerator(nn.Module):
         self.z_dim, self.shape = z_dim, shape
         self.net = _stack([z_dim, *hidden, math.prod(shape)], act, nn.Tanh() if squash else None)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(z).view(-1, *self.shape)
 
 
@@ -53,7 +53,7 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         self.net = _stack([math.prod(shape), *hidden, 1], act, None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x.flatten(1)).squeeze(1)
 
 
