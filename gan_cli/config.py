@@ -58,7 +58,9 @@ class TrainerConfig:
     epochs: float | None = 5  # passes over the training data (fractions allowed)
     max_minutes: float | None = None  # wall-clock budget in minutes
     batch_size: int = 64  # images per D and per G update
-    precision: str = "32"  # 32 | bf16 | 16 (16 and bf16 use autocast; 16 needs CUDA)
+    precision: str = (
+        "auto"  # auto | 32 | bf16 | 16 (autocast; 16 needs CUDA; auto: bf16 for conv models on CUDA)
+    )
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution kernels (CUDA)
     tf32: bool = True  # TensorFloat-32 matrix maths on Ampere and newer (CUDA)
     channels_last: str = "auto"  # auto | true | false: NHWC memory layout for conv models on CUDA
@@ -99,7 +101,7 @@ store_schema("logger", "base", LoggerConfig)
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
-PRECISIONS = ("32", "bf16", "16")
+PRECISIONS = ("auto", "32", "bf16", "16")
 
 
 def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:

@@ -42,9 +42,10 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `trainer.precision`, or None for full fp32."""
+    """The autocast dtype for `trainer.precision`, or None for full fp32 (and for `auto`, which the
+    training loop resolves once it knows the model)."""
     precision = str(precision)
-    if precision == "32":
+    if precision in ("32", "auto"):
         return None
     if precision == "16":
         if device.type != "cuda":
@@ -57,4 +58,4 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ConfigError("trainer.precision=bf16 is not supported by this GPU; use 16 or 32")
         return torch.bfloat16
-    raise ConfigError(f"trainer.precision={precision!r} is not valid; allowed: 32, bf16, 16")
+    raise ConfigError(f"trainer.precision={precision!r} is not valid; allowed: auto, 32, bf16, 16")

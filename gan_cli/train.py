@@ -27,6 +27,7 @@ from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
 from gan_cli.errors import CheckpointError, GanCliError
+from gan_cli.fast import auto_precision, build_step, fused_by_default
 from gan_cli.logger import RunLogger, parse_override_value
 from gan_cli.losses import Loss, build_loss
 from gan_cli.models import build_models
@@ -60,7 +61,7 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     name = opt.name.value if hasattr(opt.name, "value") else str(opt.name)
     fused = str(opt.fused).lower()
-    use_fused = device.type == "cuda" if fused == "auto" else fused == "true"
+    use_fused = fused_by_default(device) if fused == "auto" else fused == "true"
     kwargs: dict[str, Any] = {"lr": group.lr, "weight_decay": group.weight_decay}
     if name == "adam":
         return torch.optim.Adam(
@@ -274,6 +275,8 @@ def train(
         else str(t_cfg.channels_last) == "true"
     )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if str(t_cfg.precision) == "auto":
+        amp_dtype = autocast_dtype(auto_precision(device, conv), device)
     G.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     D.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     loss = build_loss(cfg.loss)
@@ -289,6 +292,7 @@ def train(
         z_dim=int(cfg.model.z_dim),
         channels_last=channels_last,
     )
+    step_fn = build_step(p, t_cfg.cuda_graphs, step_fn)  # eager, or captured once as a CUDA graph
     n_critic = int(cfg.loss.n_critic)
     total = total_steps(t_cfg, batches.per_epoch, n_critic)
     n_fixed = SCATTER_POINTS if data.kind == "points" else int(l_cfg.num_samples)
