@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,7 +66,9 @@ class Clock:
     t_window: float = 0.0
     window_start: int = 0
     rate: float = math.nan
+    cpu_rate: float = math.nan  # images per second of this process's CPU time (robust to other load)
     steps: int = 0
+    c_window: float = 0.0
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -82,6 +85,7 @@ class Clock:
         if step == 1 + self.warmup:
             self.sync()
             self.t_window, self.window_start = time.perf_counter(), step
+            self.c_window = time.process_time()
             return
         if step > 1 + self.warmup:
             n = step - self.window_start
@@ -89,6 +93,7 @@ class Clock:
                 self.sync()
                 self.steps = n
                 self.rate = n * self.images_per_step / (time.perf_counter() - self.t_window)
+                self.cpu_rate = n * self.images_per_step / max(time.process_time() - self.c_window, 1e-9)
                 raise Stop
 
 
@@ -98,6 +103,7 @@ class Result:
     batch: int
     size: int
     images_per_s: float = math.nan
+    images_per_cpu_s: float = math.nan
     first_step_s: float = math.nan
     peak_mb: float = math.nan
     path: str = ""
@@ -396,7 +402,7 @@ def run_case(
         res.error = f"{type(err).__name__}: {err}"
         traceback.print_exc()
     if not res.error:
-        res.images_per_s, res.steps = clock.rate, clock.steps
+        res.images_per_s, res.images_per_cpu_s, res.steps = clock.rate, clock.cpu_rate, clock.steps
     res.first_step_s = clock.first_s
     res.peak_mb = peak_mb(device)
     return res
@@ -454,6 +460,7 @@ def main() -> int:
         help="seed-mlp examples-dcgan mlp-28 mlp-64 dcgan-28 dcgan-64 dcgan-64-eager32 "
         "(default: all on CUDA; on the CPU all but the 64-pixel DCGANs, which take minutes)",
     )
+    ap.add_argument("--repeat", type=int, default=1, help="run the cases this many times, interleaved")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of examples-dcgan")
     ap.add_argument(
         "--rss-run",
@@ -514,23 +521,35 @@ def main() -> int:
         ),
     }
     results: list[Result] = []
-    print(f"{'case':<18}{'batch':>6}{'images/s':>12}{'first step s':>14}{'peak MB':>10}  path", flush=True)
+    print(
+        f"{'case':<18}{'batch':>6}{'images/s':>12}{'img/CPU-s':>12}{'first step s':>14}{'peak MB':>10}  path",
+        flush=True,
+    )
     for batch in batches:
-        for name in cases:
-            size, make = bodies[name]
-            res = run_case(name, size, batch, device, args, make(batch))
-            results.append(res)
-            line = (
-                f"{name:<18}{batch:>6}{fmt(res.images_per_s):>12}{fmt(res.first_step_s, '.2f'):>14}"
-                f"{fmt(res.peak_mb):>10}  {res.path}"
-            )
-            print(line + (f"  ERROR {res.error}" if res.error else ""), flush=True)
+        for _rep in range(args.repeat):
+            for name in cases:
+                size, make = bodies[name]
+                res = run_case(name, size, batch, device, args, make(batch))
+                results.append(res)
+                line = (
+                    f"{name:<18}{batch:>6}{fmt(res.images_per_s):>12}{fmt(res.images_per_cpu_s):>12}"
+                    f"{fmt(res.first_step_s, '.2f'):>14}"
+                    f"{fmt(res.peak_mb):>10}  {res.path}"
+                )
+                print(line + (f"  ERROR {res.error}" if res.error else ""), flush=True)
 
-    def rate(name: str, batch: int) -> float:
-        for r in results:
-            if r.name == name and r.batch == batch:
-                return r.images_per_s
-        return math.nan
+    def rate(name: str, batch: int, key: str = "images_per_s") -> float:
+        """The median over the repeats (the repeats interleave the cases, so load shifts hit all)."""
+        values = [getattr(r, key) for r in results if r.name == name and r.batch == batch]
+        values = sorted(v for v in values if not math.isnan(v))
+        return statistics.median(values) if values else math.nan
+
+    if args.repeat > 1:
+        print(f"\n# medians of {args.repeat} interleaved repeats")
+        for batch in batches:
+            for name in cases:
+                cpu = rate(name, batch, "images_per_cpu_s")
+                print(f"{name:<18}{batch:>6}{fmt(rate(name, batch)):>12}{fmt(cpu):>12}")
 
     print("\n# ratios (same run)")
     for batch in batches:
@@ -541,7 +560,8 @@ def main() -> int:
         ):
             a, b = rate(proj, batch), rate(base, batch)
             if not (math.isnan(a) or math.isnan(b)):
-                print(f"{proj} / {base} at batch {batch}: {a / b:.2f}x")
+                ca, cb = rate(proj, batch, "images_per_cpu_s"), rate(base, batch, "images_per_cpu_s")
+                print(f"{proj} / {base} at batch {batch}: {a / b:.2f}x (per CPU-second: {ca / cb:.2f}x)")
 
     targets: list[tuple[str, float, float]] = []  # (what, value, threshold)
     if cuda:

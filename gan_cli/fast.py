@@ -93,13 +93,33 @@ def build_step(p: Parts, mode: str, step_fn: StepFn) -> StepFn:
 def make_capturable(opt: torch.optim.Optimizer) -> None:
     """Switch an optimizer to capturable steps: its step counters move to the parameters' device so
     the update (bias correction included) runs without reading anything back to the host."""
+    if not any("capturable" in group for group in opt.param_groups):
+        return  # e.g. SGD: nothing on the host to begin with
     for group in opt.param_groups:
-        if "capturable" in group:
-            group["capturable"] = True
+        group["capturable"] = True
     for param, state in opt.state.items():
         step = state.get("step") if isinstance(state, dict) else None
         if isinstance(step, torch.Tensor) and step.device != param.device:
-            state["step"] = step.to(param.device, dtype=torch.float32)
+            state["step"] = step.to(param.device)
+    if hasattr(opt, "register_state_dict_post_hook") and not getattr(opt, "_gan_cli_hooked", False):
+        opt.register_state_dict_post_hook(_saved_uncapturable)
+        opt._gan_cli_hooked = True  # type: ignore[attr-defined]
+
+
+def _saved_uncapturable(opt: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints record capturable=False: a run resumed from one (maybe on the CPU, where capturable
+    steps are refused) starts eager, and its own capture switches the flag on again."""
+    for group in state["param_groups"]:
+        if "capturable" in group:
+            group["capturable"] = False
+    return state
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The first exception of a chain: a failed capture often raises again when the capture ends."""
+    while err.__context__ is not None:
+        err = err.__context__
+    return err
 
 
 class GraphedStep:
@@ -197,7 +217,8 @@ class GraphedStep:
             for opt in (p.opt_d, p.opt_g):
                 opt.zero_grad(set_to_none=True)  # grads from the failed capture hold no values
             torch.cuda.synchronize(p.device)
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            cause = _root_cause(err)
+            reason = f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}"
             if self.strict:
                 raise GraphCaptureError(
                     f"trainer.cuda_graphs=on but the training step could not be captured as a CUDA graph "

@@ -142,3 +142,24 @@ def test_cuda_graphs_on_without_cuda_is_a_clear_error(tmp_path: Path, mnist_root
     out = res.stderr + res.stdout
     assert "trainer.cuda_graphs=on but the device is cpu" in out
     assert "Traceback" not in out
+
+
+def test_capturable_optimizer_checkpoints_load_on_the_cpu() -> None:
+    """A checkpoint written after capture (capturable optimizers) resumes on a CPU-only machine."""
+    from gan_cli.fast import make_capturable
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([w], lr=0.1)
+    w.grad = torch.ones(3)
+    opt.step()
+    make_capturable(opt)
+    assert opt.param_groups[0]["capturable"] is True
+    saved = opt.state_dict()
+    assert saved["param_groups"][0]["capturable"] is False
+    assert opt.param_groups[0]["capturable"] is True
+    w2 = torch.nn.Parameter(torch.ones(3))
+    opt2 = torch.optim.Adam([w2], lr=0.1)
+    opt2.load_state_dict(saved)
+    w2.grad = torch.ones(3)
+    opt2.step()  # a capturable step on the CPU would raise here
+    torch.testing.assert_close(w2.detach(), torch.full((3,), 0.9))  # Adam moves by lr
