@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import sys
 from pathlib import Path
-
-import hashlib
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +20,7 @@ log = logging.getLogger("gan_cli")
 
 
 def short_name(text: str, limit: int = 200) -> str:
-    """A run directory name from its overrides, cut (with a hash to keep it unique) to stay a valid file name."""
+    """A run directory name from its overrides, cut (plus a hash, to stay unique) to a valid length."""
     text = text.replace("/", "|")
     if len(text) <= limit:
         return text
