@@ -46,6 +46,7 @@ tensorboard: install  ## open TensorBoard on outputs/
 
 bench: install  ## CPU benchmarks (DATA=path to the data sets, default ./data)
 	$(BIN)/python bench/epoch_time.py --data $(or $(DATA),./data)
+	$(BIN)/python bench/throughput.py --data $(or $(DATA),./data)
 
 clean:  ## remove caches and build files (keeps .venv and outputs/)
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -58,9 +58,7 @@ class TrainerConfig:
     epochs: float | None = 5  # passes over the training data (fractions allowed)
     max_minutes: float | None = None  # wall-clock budget in minutes
     batch_size: int = 64  # images per D and per G update
-    precision: str = (
-        "auto"  # auto | 32 | bf16 | 16 (autocast; 16 needs CUDA; auto: bf16 for conv models on CUDA)
-    )
+    precision: str = "auto"  # auto | 32 | bf16 | 16 (auto: bf16 for conv models on CUDA; 16 needs CUDA)
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution kernels (CUDA)
     tf32: bool = True  # TensorFloat-32 matrix maths on Ampere and newer (CUDA)
     channels_last: str = "auto"  # auto | true | false: NHWC memory layout for conv models on CUDA
@@ -93,6 +91,9 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     output_dir: str = "${hydra:runtime.output_dir}"  # where this run writes; Hydra's run directory
+    plugins: list[str] = field(
+        default_factory=list
+    )  # modules to import first (they register models, losses...)
 
 
 store_schema("optimizer", "base", OptimizerConfig)
