@@ -24,14 +24,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     for model in args.models:
-        with (
-            tempfile.TemporaryDirectory() as out,
-            initialize_config_module("gan_cli.configs", version_base="1.3"),
-        ):
+        with tempfile.TemporaryDirectory() as out, initialize_config_module("gan_cli.configs", version_base="1.3"):
             cfg = compose(
                 "train",
                 overrides=[

@@ -102,7 +102,7 @@ store_schema("logger", "base", LoggerConfig)
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
-PRECISIONS = ("auto", "32", "bf16", "16")
+PRECISIONS = ("32", "bf16", "16", "auto")
 
 
 def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:

@@ -58,4 +58,4 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ConfigError("trainer.precision=bf16 is not supported by this GPU; use 16 or 32")
         return torch.bfloat16
-    raise ConfigError(f"trainer.precision={precision!r} is not valid; allowed: auto, 32, bf16, 16")
+    raise ConfigError(f"trainer.precision={precision!r} is not valid; allowed: 32, bf16, 16, auto")
