@@ -461,6 +461,7 @@ def main() -> int:
         "(default: all on CUDA; on the CPU all but the 64-pixel DCGANs, which take minutes)",
     )
     ap.add_argument("--repeat", type=int, default=1, help="run the cases this many times, interleaved")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of examples-dcgan")
     ap.add_argument(
         "--rss-run",
@@ -471,6 +472,8 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="append the results as JSON lines to this file")
     args = ap.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
