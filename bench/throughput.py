@@ -423,17 +423,22 @@ def default_rss_run(root: str, device: str) -> dict[str, Any]:
             "trainer.epochs=null",
             f"hydra.run.dir={out}/run",
         ]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        wall = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        with open(Path(out) / "log.txt", "w+") as log:
+            # cwd: a folder without a gan_cli/ in it, so `-m` imports the installed package
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=out)
+            # wait4: this child's own peak RSS (RUSAGE_CHILDREN would also count earlier DataLoader workers)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            wall = time.perf_counter() - t0
+            log.seek(0)
+            tail = log.read()[-600:]
     return {
         "command": "gan-train " + " ".join(cmd[3:-1]),
         "returncode": proc.returncode,
-        "peak_rss_mb": peak / 1024 if peak > before else math.nan,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
         "wall_s": wall,
-        "stderr_tail": proc.stderr[-600:] if proc.returncode else "",
+        "stderr_tail": tail if proc.returncode else "",
     }
 
 
