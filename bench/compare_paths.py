@@ -62,7 +62,9 @@ def compose_cfg(overrides: list[str]) -> Any:
         return compose("train", overrides=overrides)
 
 
-def run(root: str, steps: int, overrides: list[str], graphs: str) -> tuple[list[dict[str, Any]], list[str]]:
+def run(
+    root: str, steps: int, overrides: list[str], graphs: str, device: str = "cuda"
+) -> tuple[list[dict[str, Any]], list[str]]:
     from gan_cli.train import train
 
     messages: list[str] = []
@@ -82,7 +84,7 @@ def run(root: str, steps: int, overrides: list[str], graphs: str) -> tuple[list[
                     "data=mnist",
                     f"data.root={root}",
                     "data.download=false",
-                    "trainer.device=cuda",
+                    f"trainer.device={device}",
                     "trainer.batch_size=64",
                     f"trainer.steps={steps}",
                     "trainer.epochs=null",
@@ -109,20 +111,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data", help="folder with MNIST/raw (torchvision layout)")
     ap.add_argument("--steps", type=int, default=12, help="steps per run (3 eager warm-up, then replays)")
+    ap.add_argument(
+        "--device", default="cuda", help="cuda, or cpu to try the script itself (both runs eager)"
+    )
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
         print("compare_paths: CUDA is not available; nothing to compare")
         return 1
     root = str(Path(args.data).expanduser().resolve())
     torch.backends.cudnn.deterministic = True
-    print(
-        f"# eager vs graphed on {torch.cuda.get_device_name()}; torch {torch.__version__}; {args.steps} steps"
-    )
+    where = torch.cuda.get_device_name() if cuda else "cpu (no graphs: a check of the script only)"
+    print(f"# eager vs graphed on {where}; torch {torch.__version__}; {args.steps} steps")
     failed = 0
     for name, overrides, graphs, must_capture, rtol in CASES:
         try:
-            eager, _ = run(root, args.steps, overrides, "off")
-            graphed, paths = run(root, args.steps, overrides, graphs)
+            if not cuda:
+                graphs, must_capture = "auto", False
+            eager, _ = run(root, args.steps, overrides, "off", args.device)
+            graphed, paths = run(root, args.steps, overrides, graphs, args.device)
         except Exception as err:  # report and go on with the next case
             traceback.print_exc()
             print(f"FAIL {name}: {type(err).__name__}: {err}")
