@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -82,6 +83,8 @@ class Dist:
         if not self.enabled:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+            return _DDP(module, device_ids=ids, forward_sync_buffers=False)
         return _DDP(module, device_ids=ids, broadcast_buffers=False)
 
     def mean(self, t: torch.Tensor) -> torch.Tensor:
