@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gan_cli.errors import ConfigError
+from gan_cli.logger import RunLogger
 
 log = logging.getLogger("gan_cli")
 
@@ -113,6 +114,10 @@ class Dist:
         if self.enabled:
             torch_dist.barrier()
 
+    def logger(self, *args: Any, **kwargs: Any) -> RunLogger | SilentLogger:
+        """The run's logger on rank 0; a silent one elsewhere (one set of logs per run)."""
+        return RunLogger(*args, **kwargs) if self.is_main else SilentLogger()
+
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (e.g. a download), the others after it."""
@@ -149,7 +154,9 @@ def setup(device: torch.device, batch_size: int) -> Dist:
         atexit.register(torch_dist.destroy_process_group)
     if rank != 0:
         log.setLevel(logging.WARNING)
-    log.info("process %d of %d on %s, %d examples per process per batch", rank, world, device, batch_size // world)
+    log.info(
+        "process %d of %d on %s, %d examples per process per batch", rank, world, device, batch_size // world
+    )
     return Dist(rank=rank, world=world, device=device)
 
 

@@ -94,7 +94,9 @@ def _job_number(run: Run) -> tuple[int, str]:
 def collect(sweep_dir: Path) -> list[Run]:
     """Every run under `sweep_dir`, finished ones by objective (lowest first), then the rest."""
     if not sweep_dir.is_dir():
-        raise GanCliError(f"{sweep_dir} is not a folder; give a sweep folder such as outputs/multirun/DATE/TIME")
+        raise GanCliError(
+            f"{sweep_dir} is not a folder; give a sweep folder such as outputs/multirun/DATE/TIME"
+        )
     folders = sorted(
         p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml") if ".submitit" not in p.parts
     )
@@ -176,7 +178,10 @@ def render(runs: list[Run], fmt: str) -> str:
         lines.insert(1, "|" + "|".join("---" for _ in header) + "|")
         return "\n".join(lines) + f"\n\n{footer}\n"
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *body]]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *body]
+    ]
     return "\n".join(lines) + f"\n\n{footer}\n"
 
 
@@ -186,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
         description="Summarise a sweep: every run with its overrides, final metrics, status and wall time, "
         "lowest objective (final FID, or its stand-in pixel_fd) first.",
     )
-    parser.add_argument("sweep_dir", type=Path, help="a sweep folder, e.g. outputs/multirun/2026-11-27/10-00-00")
+    parser.add_argument(
+        "sweep_dir", type=Path, help="a sweep folder, e.g. outputs/multirun/2026-11-27/10-00-00"
+    )
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     args = parser.parse_args(argv)
     try:

@@ -1,10 +1,10 @@
 """Sweeps (`gan-train -m ...`): every job records how it ended, so one failure never costs the others.
 
-Hydra's launchers re-raise a job's exception and end the sweep; instead a failed job writes
-`status.json` (status "failed" and the error), logs the error, and hands the sweeper no value, which
-Optuna records as a failed trial (with `max_failure_rate: 1.0` it goes on with the next ones). A finished job writes `status.json` with its final metrics. At the end of
-the sweep `SweepSummary` logs the table `gan-sweep-report` prints, writes it to `summary.md`, and the
-command exits 1 if any job failed.
+Hydra's launchers re-raise a job's exception and end the sweep; instead a failed job logs the error,
+writes `status.json` (status "failed" and the error) and hands the sweeper no value, which Optuna
+records as a failed trial (with `max_failure_rate: 1.0` it goes on with the next ones). A finished
+job writes `status.json` with its final metrics. At the end of the sweep `SweepSummary` logs the table
+`gan-sweep-report` prints, writes it to `summary.md`, and the command exits 1 if any job failed.
 """
 
 from __future__ import annotations

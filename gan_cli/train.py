@@ -27,7 +27,7 @@ from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
 from gan_cli.errors import CheckpointError, GanCliError
-from gan_cli.logger import RunLogger, parse_override_value
+from gan_cli.logger import parse_override_value
 from gan_cli.losses import Loss, build_loss
 from gan_cli.models import build_models
 from gan_cli.samples import image_grid, save_png, scatter_plot
@@ -320,7 +320,7 @@ def train(
         log.info("resumed from %s at step %d", resume_path, step)
 
     stat_names = BASE_STATS + [f"loss/{n}" for n in loss.penalty_names]
-    logger = distributed.SilentLogger() if not dist.is_main else RunLogger(
+    logger = dist.logger(
         out,
         start_step=step,
         total_steps=total or 0,

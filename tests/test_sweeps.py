@@ -41,9 +41,7 @@ def sweep(tmp_path: Path, mnist_root: Path, *args: str):
 
 def statuses(sweep_dir: Path) -> dict[str, dict]:
     """job number -> status.json of every run folder of the sweep."""
-    return {
-        p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep_dir.glob("*/status.json")
-    }
+    return {p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep_dir.glob("*/status.json")}
 
 
 def report(tmp_path: Path, fmt: str = "csv") -> list[dict[str, str]]:
@@ -58,18 +56,24 @@ def session_hparams(run: Path) -> dict[str, object]:
     acc.Reload()
     content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
-    return {k: v.number_value if v.HasField("number_value") else v.string_value for k, v in info.hparams.items()}
+    return {
+        k: v.number_value if v.HasField("number_value") else v.string_value for k, v in info.hparams.items()
+    }
 
 
 @pytest.mark.slow
 def test_joblib_parallel_sweep_report_and_hparams(tmp_path: Path, mnist_root: Path) -> None:
-    res = sweep(tmp_path, mnist_root, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-4,5e-4")
+    res = sweep(
+        tmp_path, mnist_root, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-4,5e-4"
+    )
     assert res.returncode == 0, res.stderr + res.stdout
     assert "n_jobs=2" in res.stdout + res.stderr
     runs = statuses(tmp_path / "sweep")
     assert set(runs) == {"0", "1"} and all(r["status"] == "ok" for r in runs.values())
     for r in runs.values():
-        assert r["objective_name"] == "pixel_fd" and math.isfinite(r["objective"]) and r["metrics"]["step"] == 2
+        assert (
+            r["objective_name"] == "pixel_fd" and math.isfinite(r["objective"]) and r["metrics"]["step"] == 2
+        )
     rows = report(tmp_path)
     values = [float(r["objective"]) for r in rows]
     assert values == sorted(values) and len(rows) == 2
@@ -119,7 +123,9 @@ def test_optuna_search(tmp_path: Path, mnist_root: Path) -> None:
     assert res.returncode == 1, res.stderr + res.stdout
     runs = statuses(tmp_path / "sweep")
     assert sorted(runs) == ["0", "1", "2"]
-    overrides = {j: yaml.safe_load((tmp_path / "sweep" / j / ".hydra" / "overrides.yaml").read_text()) for j in runs}
+    overrides = {
+        j: yaml.safe_load((tmp_path / "sweep" / j / ".hydra" / "overrides.yaml").read_text()) for j in runs
+    }
     for job, run in runs.items():
         failed = "optimizer.betas.0=1.5" in overrides[job]
         assert run["status"] == ("failed" if failed else "ok")
@@ -132,6 +138,7 @@ def test_optuna_search(tmp_path: Path, mnist_root: Path) -> None:
     assert float(report(tmp_path)[0]["objective"]) == pytest.approx(min(ok))
 
 
+@pytest.mark.slow
 def test_single_run_failure_still_exits_2(tmp_path: Path) -> None:
     res = run_cli("optimizer.lr=-1", "trainer.device=cpu", "hydra.run.dir=run", cwd=tmp_path)
     assert res.returncode == 2
@@ -139,7 +146,9 @@ def test_single_run_failure_still_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "status.json").exists()
 
 
-def write_run(folder: Path, overrides: list[str], status: dict | None, metrics: list[dict] | None = None) -> None:
+def write_run(
+    folder: Path, overrides: list[str], status: dict | None, metrics: list[dict] | None = None
+) -> None:
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if status is not None:
@@ -149,13 +158,30 @@ def write_run(folder: Path, overrides: list[str], status: dict | None, metrics: 
 
 
 def test_report_orders_and_marks_runs(tmp_path: Path) -> None:
-    ok = {"status": "ok", "wall_s": 3.0, "objective_name": "fid", "metrics": {"loss/D": 1.0, "fid": 0, "step": 9}}
+    ok = {
+        "status": "ok",
+        "wall_s": 3.0,
+        "objective_name": "fid",
+        "metrics": {"loss/D": 1.0, "fid": 0, "step": 9},
+    }
     write_run(tmp_path / "0_loss=a", ["loss=a", "seed=1"], {**ok, "objective": 30.0})
     write_run(tmp_path / "1_loss=b", ["loss=b", "seed=1"], {**ok, "objective": 10.0})
-    write_run(tmp_path / "2_loss=c", ["loss=c", "seed=1"], {"status": "failed", "wall_s": 1.0, "error": "boom"})
-    write_run(tmp_path / "3_loss=d", ["loss=d", "seed=1"], None, [{"step": 4, "loss/D": 0.5}, {"step": 8, "loss/D": 0.25}])
+    write_run(
+        tmp_path / "2_loss=c", ["loss=c", "seed=1"], {"status": "failed", "wall_s": 1.0, "error": "boom"}
+    )
+    write_run(
+        tmp_path / "3_loss=d",
+        ["loss=d", "seed=1"],
+        None,
+        [{"step": 4, "loss/D": 0.5}, {"step": 8, "loss/D": 0.25}],
+    )
     runs = collect(tmp_path)
-    assert [(r.job, r.status) for r in runs] == [("1", "ok"), ("0", "ok"), ("2", "failed"), ("3", "incomplete")]
+    assert [(r.job, r.status) for r in runs] == [
+        ("1", "ok"),
+        ("0", "ok"),
+        ("2", "failed"),
+        ("3", "incomplete"),
+    ]
     assert runs[3].metrics["step"] == 8
     text = render(runs, "table")
     header = text.splitlines()[0].split()
