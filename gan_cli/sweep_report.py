@@ -139,6 +139,13 @@ def _short(value: str) -> str:
     return f"{number:.4g}" if any(c in value for c in ".eE") else value
 
 
+def _common(runs: list[Run]) -> str:
+    """The overrides every run shares (the table shows only those that varied)."""
+    varying = set(_varying_keys(runs))
+    first = runs[0].overrides
+    return " ".join(f"{k}={v}" for k, v in first.items() if k not in varying)
+
+
 def rows(runs: list[Run], raw: bool = False) -> tuple[list[str], list[list[str]]]:
     """Header and cells; `raw` (for CSV): full precision, the objective's name in its own column, and
     each run's folder and every override."""
@@ -172,11 +179,13 @@ def render(runs: list[Run], fmt: str) -> str:
     header, body = rows(runs)
     best = best_run(runs)
     footer = f"best run: {best.folder}" if best is not None else "best run: none (no run finished)"
+    if _common(runs):
+        footer = f"in every run: {_common(runs)}\n{footer}"
     if fmt == "markdown":
         esc = [[cell.replace("|", "\\|") for cell in row] for row in [header, *body]]
         lines = ["| " + " | ".join(row) + " |" for row in esc]
         lines.insert(1, "|" + "|".join("---" for _ in header) + "|")
-        return "\n".join(lines) + f"\n\n{footer}\n"
+        return "\n".join(lines) + "\n\n" + footer.replace("\n", "\n\n") + "\n"
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
