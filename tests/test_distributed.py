@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from gan_cli import distributed
 from gan_cli.datasets import Batches, Data
@@ -78,15 +79,25 @@ def test_two_processes_match_one(tmp_path: Path, mnist_root: Path) -> None:
         )
 
 
-def test_shards_are_disjoint_slices_of_the_global_batch() -> None:
-    data = Data(kind="points", shape=(1,), num_classes=0, tensor=torch.arange(40.0).unsqueeze(1))
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_shards_are_disjoint_slices_of_the_global_batch(in_memory: bool) -> None:
+    points = torch.arange(40.0).unsqueeze(1)
+    if in_memory:
+        data = Data(kind="points", shape=(1,), num_classes=0, tensor=points)
+    else:  # streamed by a DataLoader, as large image folders are
+        dataset = TensorDataset(points, torch.zeros(40, dtype=torch.long))
+        data = Data(kind="points", shape=(1,), num_classes=0, dataset=dataset)
     cpu = torch.device("cpu")
-    whole = Batches(data, 8, cpu, seed=3)
-    parts = [Batches(data, 8, cpu, seed=3, shard=(r, 2)) for r in range(2)]
+    whole = Batches(data, 8, cpu, seed=3, num_workers=0)
+    parts = [Batches(data, 8, cpu, seed=3, num_workers=0, shard=(r, 2)) for r in range(2)]
     for _ in range(7):  # across an epoch boundary (5 batches an epoch)
         x = whole.next()[0]
         assert torch.equal(torch.cat([p.next()[0] for p in parts]), x)
     assert parts[0].position == whole.position
+    for p in parts:  # a resume in the middle of an epoch continues the same shards
+        p.seek(1, 3)
+    whole.seek(1, 3)
+    assert torch.equal(torch.cat([p.next()[0] for p in parts]), whole.next()[0])
 
 
 def test_batch_must_split_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
