@@ -336,13 +336,17 @@ def project_loop(
                 *extra,
             ]
         )
+        # the loop builds its logger from whichever of these modules names RunLogger
+        modules = [m for m in (gt, sys.modules.get("gan_cli.distributed")) if hasattr(m, "RunLogger")]
+        saved = [m.RunLogger for m in modules]  # type: ignore[union-attr]
+        for m in modules:
+            m.RunLogger = TimedLogger  # type: ignore[union-attr]
         clock.start()
-        saved = gt.RunLogger
-        gt.RunLogger = TimedLogger  # type: ignore[misc]
         try:
             gt.train(cfg)
         finally:
-            gt.RunLogger = saved  # type: ignore[misc]
+            for m, cls in zip(modules, saved, strict=True):
+                m.RunLogger = cls  # type: ignore[union-attr]
             logger.removeHandler(handler)
             logger.setLevel(old_level)
     steps = [m.split("training step: ", 1)[1] for m in messages if "training step: " in m]

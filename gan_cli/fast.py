@@ -61,6 +61,8 @@ def graph_blocker(p: Parts) -> str | None:
     """Why the step of `p` cannot be captured as a CUDA graph here, or None when it can."""
     if p.device.type != "cuda":
         return f"the device is {p.device.type}, and CUDA graphs need a CUDA device"
+    if getattr(p, "shard", (0, 1))[1] > 1:
+        return "training runs in several processes, and DDP's gradient all-reduce is left eager"
     if p.scaler.is_enabled():
         return (
             "trainer.precision=16 uses a GradScaler, whose overflow check reads a value back to the "

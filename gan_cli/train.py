@@ -22,14 +22,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from gan_cli import __version__
+from gan_cli import __version__, distributed, objective
 from gan_cli import checkpoint as ckpt
 from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
 from gan_cli.errors import CheckpointError, ConfigError, GanCliError
 from gan_cli.fast import auto_precision, build_step, fused_by_default
-from gan_cli.logger import RunLogger, parse_override_value
+from gan_cli.logger import parse_override_value
 from gan_cli.losses import Loss, build_loss
 from gan_cli.models import build_models
 from gan_cli.samples import image_grid, save_png, scatter_plot
@@ -107,6 +107,14 @@ class Parts:
     amp_dtype: torch.dtype | None
     z_dim: int
     channels_last: bool
+    shard: tuple[int, int] = (0, 1)  # (this process, processes): its rows of each global batch
+
+    def noise(self, n: int) -> torch.Tensor:
+        """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
+        processes see the same noise as one process would."""
+        rank, world = self.shard
+        z = torch.randn(n * world, self.z_dim, device=self.device)
+        return z[rank * n : (rank + 1) * n] if world > 1 else z
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -117,7 +125,7 @@ class Parts:
 def d_update(p: Parts, real: torch.Tensor, y: torch.Tensor, keep_graph: bool) -> tuple[torch.Tensor, ...]:
     """One D update on a real batch and a fresh fake batch (with the real batch's labels);
     returns the fakes, with G's graph if asked."""
-    z = torch.randn(real.shape[0], p.z_dim, device=p.device)
+    z = p.noise(real.shape[0])
     with p.autocast():
         with torch.set_grad_enabled(keep_graph):
             fake = p.G(z, y)
@@ -270,7 +278,8 @@ def train(
     validate(cfg)
     import_plugins(cfg.plugins)
     t_cfg, l_cfg = cfg.trainer, cfg.logger
-    device = resolve_device(t_cfg.device)
+    dist = distributed.setup(resolve_device(t_cfg.device), int(t_cfg.batch_size))
+    device = dist.device
     amp_dtype = autocast_dtype(t_cfg.precision, device)
     out = Path(cfg.output_dir)
     resume_path = ckpt.find(t_cfg.resume) if t_cfg.resume else None
@@ -278,8 +287,10 @@ def train(
 
     seed_everything(t_cfg.seed)
     configure_backends(t_cfg, device)
-    data = build_data(cfg.data)
-    batches = Batches(data, t_cfg.batch_size, device, t_cfg.seed, int(cfg.data.get("num_workers", 2)))
+    with dist.main_first():
+        data = build_data(cfg.data)
+    num_workers = int(cfg.data.get("num_workers", 2))
+    batches = Batches(data, t_cfg.batch_size, device, t_cfg.seed, num_workers, shard=dist.shard)
     G, D = build_models(cfg.model, data)
     conv = data.kind == "image" and any(isinstance(m, nn.Conv2d) for m in D.modules())
     channels_last = conv and (
@@ -293,9 +304,10 @@ def train(
     G.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     D.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     loss = build_loss(cfg.loss)
+    G_run, D_run = dist.wrap(G), dist.wrap(D)
     p = Parts(
-        G=torch.compile(G) if t_cfg.compile else G,  # type: ignore[arg-type]
-        D=torch.compile(D) if t_cfg.compile else D,  # type: ignore[arg-type]
+        G=torch.compile(G_run) if t_cfg.compile else G_run,  # type: ignore[arg-type]
+        D=torch.compile(D_run) if t_cfg.compile else D_run,  # type: ignore[arg-type]
         loss=loss,
         opt_g=make_optimizer(G.parameters(), cfg.optimizer, cfg.optimizer.g, device),
         opt_d=make_optimizer(D.parameters(), cfg.optimizer, cfg.optimizer.d, device),
@@ -304,6 +316,7 @@ def train(
         amp_dtype=amp_dtype,
         z_dim=int(cfg.model.z_dim),
         channels_last=channels_last,
+        shard=dist.shard,
     )
     step_fn = build_step(p, t_cfg.cuda_graphs, step_fn)  # eager, or captured once as a CUDA graph
     n_critic = int(cfg.loss.n_critic)
@@ -324,7 +337,7 @@ def train(
         log.info("resumed from %s at step %d", resume_path, step)
 
     stat_names = BASE_STATS + [f"loss/{n}" for n in loss.penalty_names]
-    logger = RunLogger(
+    logger = dist.logger(
         out,
         start_step=step,
         total_steps=total or 0,
@@ -332,16 +345,20 @@ def train(
         progress=str(l_cfg.progress),
         print_every_s=float(l_cfg.print_every_s),
     )
-    logger.hparams(run_hparams(cfg), stat_names[:4])
-    if step == 0:
+    logger.hparams(run_hparams(cfg), [*stat_names[:4], "objective"])
+    if step == 0 and dist.is_main:
         logger.image("samples/real", real_picture(data, batches, int(l_cfg.num_samples), real_points), 0)
 
     def sample(at: int) -> None:
+        if not dist.is_main:
+            return
         picture = sample_picture(p, fixed_z, data, real_points)
         save_png(picture, out / "samples" / f"step_{at:06d}.png")
         logger.image("samples/fake", picture, at)
 
     def checkpoint(at: int) -> None:
+        if not dist.is_main:
+            return
         save_checkpoint(
             out, checkpoint_state(cfg, p, at, batches, fixed_z, G, D), int(t_cfg.keep_checkpoints)
         )
@@ -357,8 +374,8 @@ def train(
     def flush(at: int) -> dict[str, float]:
         """Read the accumulated stats (the loop's one host sync) and log them."""
         nonlocal n_acc, t_window, last
-        stats = (acc / max(n_acc, 1)).tolist()
-        bad = int(first_bad.item())
+        stats = dist.mean(acc / max(n_acc, 1)).tolist()
+        bad = int(dist.max(first_bad).item())
         now = time.perf_counter()
         vals = dict(zip(stat_names, stats, strict=True))
         vals["perf/images_per_s"] = n_acc * bs_per_step / max(now - t_window, 1e-9)
@@ -378,7 +395,7 @@ def train(
         return vals
 
     try:
-        while (total is None or step < total) and time.perf_counter() < deadline:
+        while (total is None or step < total) and dist.before(deadline, time.perf_counter()):
             reals = [batches.next() for _ in range(n_critic)]
             if channels_last:
                 reals = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in reals]
@@ -398,6 +415,8 @@ def train(
         final = flush(step) if n_acc else last
         sample(step)
         checkpoint(step)
+        goal = objective.choose(final, lambda: objective.pixel_fd(G, data, p.z_dim, device, t_cfg.seed))
+        logger.objective(goal[1], step)
     finally:
         logger.close()
     wall = time.perf_counter() - t_start
@@ -407,9 +426,12 @@ def train(
         "epoch": batches.epochs_done,
         "wall_s": wall,
         "perf/images_per_s_mean": (step - start_step) * bs_per_step / max(wall, 1e-9),
+        "objective_name": goal[0],
+        "objective": goal[1],
     }
     logger.summary(step, batches.epochs_done, final)
     log.info("done: %d steps in %.1f s; outputs in %s", step, wall, out)
+    dist.barrier()
     return result
 
 
@@ -422,3 +444,9 @@ def real_picture(data: Data, batches: Batches, n: int, real_points: torch.Tensor
     images = batches.next()[0][:n]
     batches.seek(0, 0)
     return image_grid(images)
+
+
+if __name__ == "__main__":  # `torchrun ... -m gan_cli.train ARGS` runs the gan-train command
+    from gan_cli.cli import train_main
+
+    train_main()

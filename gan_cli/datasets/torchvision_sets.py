@@ -71,7 +71,7 @@ def _load(cfg: DictConfig) -> Data:
         )
         raise DataError(
             f"could not load {cfg.name} from {where}: {how}: {err}\n"
-            f"Put the files ({files}, uncompressed or .gz) in {where}, or point data.root at a folder "
+            f"Put the files ({files}, uncompressed) in {where}, or point data.root at a folder "
             f"that has them (data.root=PATH, or the GAN_CLI_DATA environment variable). "
             f"`make demo` trains on generated data and needs no download."
         ) from err
