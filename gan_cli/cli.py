@@ -38,6 +38,8 @@ def _hydra_train(cfg: DictConfig) -> float | None:
         log.error("%s", err)
         _remove_if_empty_run(out)
         sys.exit(2)
+    if result.get("signal"):  # stopped by SIGINT/SIGTERM after saving: the shell's code for that signal
+        sys.exit(128 + int(result["signal"]))
     objective = result.get("objective")
     return float(objective) if objective is not None else None
 

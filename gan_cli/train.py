@@ -21,16 +21,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from gan_cli import __version__
+from gan_cli import __version__, resume
 from gan_cli import checkpoint as ckpt
 from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
-from gan_cli.errors import CheckpointError, GanCliError
+from gan_cli.errors import CheckpointError
+from gan_cli.faults import Diverged, NanGuard, StepUndo
 from gan_cli.logger import RunLogger, parse_override_value
 from gan_cli.losses import Loss, build_loss
-from gan_cli.models import build_models
+from gan_cli.models import build_models, check_model_config
 from gan_cli.samples import image_grid, save_png, scatter_plot
+from gan_cli.signals import GracefulStop
 
 log = logging.getLogger("gan_cli")
 
@@ -38,8 +40,7 @@ BASE_STATS = ["loss/D", "loss/G", "D/real", "D/fake", "grad_norm/D", "grad_norm/
 SCATTER_POINTS = 2000
 
 
-class Diverged(GanCliError):
-    """A loss stopped being finite (trainer.on_nan=stop)."""
+__all__ = ["Diverged", "Parts", "train", "train_step"]
 
 
 def seed_everything(seed: int) -> None:
@@ -209,6 +210,7 @@ def checkpoint_state(
         "version": __version__,
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "step": step,
+        "epoch": batches.epochs_done,
         "data_position": batches.position,
         "data_shape": list(batches.data.shape),
         "G": G.state_dict(),
@@ -245,9 +247,15 @@ def restore(state: dict[str, Any], path: Path, G: nn.Module, D: nn.Module, p: Pa
             f"checkpoint {path} does not match this model (another architecture, width or image size?): "
             f"{str(err).splitlines()[0]} ... see the config saved in the checkpoint's run folder"
         ) from err
-    p.opt_g.load_state_dict(state["opt_G"])
-    p.opt_d.load_state_dict(state["opt_D"])
-    p.scaler.load_state_dict(state["scaler"])
+    try:
+        p.opt_g.load_state_dict(state["opt_G"])
+        p.opt_d.load_state_dict(state["opt_D"])
+        p.scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(
+            f"the optimizer state in checkpoint {path} does not fit this run's optimizers "
+            f"(another optimizer or model?): {err}"
+        ) from err
 
 
 def train(
@@ -258,9 +266,14 @@ def train(
     t_cfg, l_cfg = cfg.trainer, cfg.logger
     device = resolve_device(t_cfg.device)
     amp_dtype = autocast_dtype(t_cfg.precision, device)
+    check_model_config(cfg)
     out = Path(cfg.output_dir)
-    resume_path = ckpt.find(t_cfg.resume) if t_cfg.resume else None
-    state = ckpt.load(resume_path) if resume_path else None
+    now = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    point = resume.resolve(t_cfg.resume, bool(t_cfg.resume_force), out, now)  # type: ignore[arg-type]
+    if point is not None:  # a resumed run writes on in the run directory it continues
+        out = resume.continue_in(point.run_dir, out)
+        cfg.output_dir = str(out)
+    ckpt.prepare_folder(out / "checkpoints")
 
     seed_everything(t_cfg.seed)
     configure_backends(t_cfg, device)
@@ -297,16 +310,21 @@ def train(
     )
     real_points = data.tensor[:SCATTER_POINTS] if data.kind == "points" and data.tensor is not None else None
 
-    step = 0
-    if state is not None and resume_path is not None:
-        restore(state, resume_path, G, D, p)
-        step = int(state["step"])
-        batches.seek(**state["data_position"])
-        fixed_z = state["fixed_z"].to(device)
-        ckpt.set_rng_state(state["rng"])
-        log.info("resumed from %s at step %d", resume_path, step)
-
+    undo = StepUndo([G, D], [p.opt_g, p.opt_d], p.scaler) if t_cfg.on_nan == "skip" else None
     stat_names = BASE_STATS + [f"loss/{n}" for n in loss.penalty_names]
+    guard = NanGuard(t_cfg.on_nan, stat_names, device, [G, D], undo, out / "checkpoints")
+
+    step = 0
+    if point is not None:
+        resume.check_compatible(point, data.shape, str(cfg.model.name))
+        restore(point.state, point.path, G, D, p)
+        step = int(point.state["step"])
+        batches.seek(**point.state["data_position"])
+        fixed_z = point.state["fixed_z"].to(device)
+        guard.skipped = int(point.state.get("skipped_steps", 0))
+        ckpt.set_rng_state(point.state["rng"])
+        log.info("resumed from %s at step %d; writing on in %s", point.path, step, out)
+
     logger = RunLogger(
         out,
         start_step=step,
@@ -315,8 +333,8 @@ def train(
         progress=str(l_cfg.progress),
         print_every_s=float(l_cfg.print_every_s),
     )
-    logger.hparams(run_hparams(cfg), stat_names[:4])
     if step == 0:
+        logger.hparams(run_hparams(cfg), stat_names[:4])
         logger.image("samples/real", real_picture(data, batches, int(l_cfg.num_samples), real_points), 0)
 
     def sample(at: int) -> None:
@@ -325,12 +343,12 @@ def train(
         logger.image("samples/fake", picture, at)
 
     def checkpoint(at: int) -> None:
-        save_checkpoint(
-            out, checkpoint_state(cfg, p, at, batches, fixed_z, G, D), int(t_cfg.keep_checkpoints)
-        )
+        guard.check_weights(at)
+        state = checkpoint_state(cfg, p, at, batches, fixed_z, G, D)
+        state["skipped_steps"] = guard.skipped
+        save_checkpoint(out, state, int(t_cfg.keep_checkpoints))
 
     acc = torch.zeros(len(stat_names), device=device)
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)
     n_acc, values, last = 0, {}, {}
     bs_per_step = t_cfg.batch_size * n_critic
     t_start = t_window = time.perf_counter()
@@ -341,34 +359,31 @@ def train(
         """Read the accumulated stats (the loop's one host sync) and log them."""
         nonlocal n_acc, t_window, last
         stats = (acc / max(n_acc, 1)).tolist()
-        bad = int(first_bad.item())
+        guard.check(at)
         now = time.perf_counter()
         vals = dict(zip(stat_names, stats, strict=True))
         vals["perf/images_per_s"] = n_acc * bs_per_step / max(now - t_window, 1e-9)
         vals["lr/G"] = p.opt_g.param_groups[0]["lr"]
         vals["lr/D"] = p.opt_d.param_groups[0]["lr"]
+        if guard.mode == "skip":
+            vals["nan/skipped_steps"] = guard.skipped
         acc.zero_()
         n_acc, t_window = 0, now
-        if bad >= 0:
-            raise Diverged(
-                f"a loss stopped being finite at step {bad} "
-                f"(loss/D {vals['loss/D']:.4g}, loss/G {vals['loss/G']:.4g} averaged to step {at}); "
-                f"the last good checkpoint in {out / 'checkpoints'} is kept. "
-                "Lower the learning rates, or try another loss or trainer.precision=32"
-            )
         logger.scalars(at, vals, epoch=batches.epochs_done)
         last = vals
         return vals
 
+    stop = GracefulStop().install()  # SIGINT/SIGTERM: stop at a step boundary with a checkpoint
     try:
-        while (total is None or step < total) and time.perf_counter() < deadline:
+        while (total is None or step < total) and time.perf_counter() < deadline and not stop.requested:
             reals = [batches.next() for _ in range(n_critic)]
             if channels_last:
                 reals = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in reals]
+            guard.before_step()
             stats = step_fn(p, reals)
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(stats[:2]).all(), step + 1, first_bad)
-            acc += stats
-            n_acc += 1
+            if guard.after_step(stats, step + 1):
+                acc += stats
+                n_acc += 1
             step += 1
             values = flush(step) if step % l_cfg.log_every == 0 else {}
             logger.progress(step, batches.epochs_done, values)
@@ -382,6 +397,7 @@ def train(
         sample(step)
         checkpoint(step)
     finally:
+        stop.uninstall()
         logger.close()
     wall = time.perf_counter() - t_start
     result = {
@@ -392,7 +408,17 @@ def train(
         "perf/images_per_s_mean": (step - start_step) * bs_per_step / max(wall, 1e-9),
     }
     logger.summary(step, batches.epochs_done, final)
-    log.info("done: %d steps in %.1f s; outputs in %s", step, wall, out)
+    if stop.requested:
+        result["signal"] = stop.signum
+        log.warning(
+            "stopped by %s at step %d; checkpoint saved in %s. Resume with:\n  %s",
+            stop.name,
+            step,
+            out / "checkpoints" / "last.pt",
+            resume.resume_command(out),
+        )
+    else:
+        log.info("done: %d steps in %.1f s; outputs in %s", step, wall, out)
     return result
 
 
