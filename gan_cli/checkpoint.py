@@ -13,7 +13,6 @@ import os
 import pickle
 import random
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +112,11 @@ def prepare_folder(folder: Path) -> None:
 def _refusal(err: Exception) -> str:
     """What the weights-only unpickler refused, without its advice to turn the protection off."""
     found = re.search(r"(Unsupported (?:global|operand)[^\n]*|unsupported GLOBAL [^\n]*)", str(err), re.I)
-    return found.group(1).strip() if found else str(err).splitlines()[0]
+    return found.group(1).strip() if found else _first_line(err)
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
@@ -124,15 +127,21 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
+        if not re.search(r"global", str(err), re.I):  # not a refused object: bytes that are no pickle
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read: it is truncated or corrupt, or was not written by "
+                f"gan-train ({_refusal(err)}); nothing in it was run. Resume from another checkpoint "
+                "(checkpoints/step_*.pt of the same run) or start afresh"
+            ) from err
         raise CheckpointError(
             f"refusing to load {path}: it holds objects other than tensors and plain values "
             f"({_refusal(err)}). "
             "Checkpoints are read in weights-only mode so that no code in a file can run; "
             "use a checkpoint written by gan-train, and do not load files from sources you do not trust."
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # damaged bytes fail in many ways (EOFError, IndexError, BadZipFile...)
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt and cannot be read ({str(err).splitlines()[0]}); "
+            f"checkpoint {path} is truncated or corrupt and cannot be read ({_first_line(err)}); "
             "resume from another checkpoint (checkpoints/step_*.pt of the same run) or start afresh"
         ) from err
     if not isinstance(state, dict) or "G" not in state or "D" not in state:
