@@ -23,6 +23,7 @@ from gan_cli.errors import CheckpointError
 
 log = logging.getLogger("gan_cli")
 
+
 def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gan_cli.errors import DataError
 from gan_cli.registry import Registry, import_submodules
 
 
@@ -82,7 +83,10 @@ class Batches:
     def __init__(self, data: Data, batch_size: int, device: torch.device, seed: int, num_workers: int = 2):
         n = len(data)
         if n < batch_size:
-            raise ValueError(f"the data set has {n} examples, fewer than trainer.batch_size={batch_size}")
+            raise DataError(
+                f"the data set has {n} examples, fewer than trainer.batch_size={batch_size}; "
+                f"lower trainer.batch_size to at most {n} or add data"
+            )
         self.data, self.batch_size, self.device, self.seed = data, batch_size, device, seed
         self.num_workers = num_workers
         self.per_epoch = n // batch_size
@@ -123,6 +127,9 @@ class Batches:
                     pin_memory=self.device.type == "cuda",
                     drop_last=True,
                     persistent_workers=False,
+                    # its own seed source, so the global RNG (and a resume) does not depend on
+                    # where in an epoch the loader was started
+                    generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch),
                 )
             )
 
