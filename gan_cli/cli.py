@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import gan_cli.datasets
 import gan_cli.losses
@@ -16,6 +17,17 @@ import gan_cli.models  # noqa: F401  (registers every model, loss and data set w
 from gan_cli.errors import GanCliError
 
 log = logging.getLogger("gan_cli")
+
+
+def short_name(text: str, limit: int = 200) -> str:
+    """A run directory name from its overrides, cut (plus a hash, to stay unique) to a valid length."""
+    text = text.replace("/", "|")
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}~{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+OmegaConf.register_new_resolver("short_name", short_name, replace=True)
 
 
 def _remove_if_empty_run(out: Path) -> None:

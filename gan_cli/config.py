@@ -91,6 +91,9 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     output_dir: str = "${hydra:runtime.output_dir}"  # where this run writes; Hydra's run directory
+    plugins: list[str] = field(
+        default_factory=list
+    )  # modules to import first (they register models, losses...)
 
 
 store_schema("optimizer", "base", OptimizerConfig)

@@ -33,7 +33,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._entries:
             known = ", ".join(sorted(self._entries)) or "(none)"
-            raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {known}")
         return self._entries[name]
 
     def names(self) -> list[str]:

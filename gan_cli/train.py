@@ -7,6 +7,7 @@ only every `logger.log_every` steps; sampling, checkpointing and evaluation are 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import math
 import random
@@ -26,7 +27,7 @@ from gan_cli import checkpoint as ckpt
 from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
-from gan_cli.errors import CheckpointError
+from gan_cli.errors import CheckpointError, ConfigError
 from gan_cli.faults import Diverged, NanGuard, StepUndo
 from gan_cli.logger import RunLogger, parse_override_value
 from gan_cli.losses import Loss, build_loss
@@ -47,6 +48,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import the user's modules named in `plugins`, whose decorators register new models, losses or data."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(
+                f"plugins: cannot import {name!r}: {err}. Put the module on PYTHONPATH or install it."
+            ) from err
 
 
 def configure_backends(cfg: DictConfig, device: torch.device) -> None:
@@ -263,6 +275,7 @@ def train(
 ) -> dict[str, Any]:
     """Train a GAN as `cfg` says and return the final metrics (for sweeps and tests)."""
     validate(cfg)
+    import_plugins(cfg.plugins)
     t_cfg, l_cfg = cfg.trainer, cfg.logger
     device = resolve_device(t_cfg.device)
     amp_dtype = autocast_dtype(t_cfg.precision, device)

@@ -69,3 +69,79 @@ def test_gaussians_scatter(tmp_path: Path) -> None:
     res = run_cli(*QUICK, "experiment=gaussians_demo", "trainer.steps=4", cwd=tmp_path)
     assert res.returncode == 0, res.stderr + res.stdout
     assert_complete_run(tmp_path / "run")
+
+
+def test_seeded_runs_are_identical(tmp_path: Path, mnist_root: Path) -> None:
+    args = [*QUICK, "model=dcgan", "model.g_width=8", "model.d_width=8", f"data.root={mnist_root}"]
+    runs = []
+    for name in ("a", "b"):
+        res = run_cli(*args, f"hydra.run.dir={name}", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        runs.append(
+            [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        )
+    keys = ["loss/D", "loss/G", "D/real", "D/fake", "grad_norm/D", "grad_norm/G"]
+    assert [[r[k] for k in keys] for r in runs[0]] == [[r[k] for k in keys] for r in runs[1]]
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
+    res = run_cli(*args, "trainer.seed=1", "hydra.run.dir=c", cwd=tmp_path)
+    other = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert other[0]["loss/G"] != runs[0][0]["loss/G"]
+
+
+def test_quiet_without_terminal_but_prints_summary(tmp_path: Path) -> None:
+    res = run_cli(*QUICK, "experiment=gaussians_demo", "trainer.steps=4", cwd=tmp_path)
+    assert res.returncode == 0
+    assert "it/s" not in res.stderr and "step/s" not in res.stderr  # no tqdm bar
+    assert "step 4/4 epoch" in res.stderr and "loss/D" in res.stderr
+    assert "train.log" in {p.name for p in (tmp_path / "run").iterdir()}
+
+
+def test_hparams_dashboard_lists_overrides(tmp_path: Path) -> None:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    res = run_cli(*QUICK, "experiment=gaussians_demo", "trainer.steps=4", "optimizer.lr=3e-4", cwd=tmp_path)
+    assert res.returncode == 0
+    events = read_events(tmp_path / "run")
+    content = events.PluginTagToContent("hparams")
+    info = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info
+    assert info.hparams["optimizer.lr"].number_value == pytest.approx(3e-4)
+    assert info.hparams["loss"].string_value == "nonsaturating"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} >= {"loss/D", "loss/G"}
+
+
+def test_missing_mnist_without_download_says_where(tmp_path: Path) -> None:
+    res = run_cli(*QUICK, "data.download=false", f"data.root={tmp_path / 'nothing'}", cwd=tmp_path)
+    assert res.returncode == 2
+    assert f"{tmp_path / 'nothing' / 'MNIST' / 'raw'}" in res.stderr
+    assert "make demo" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_multirun_two_by_two(tmp_path: Path) -> None:
+    args = [a for a in QUICK if not a.startswith("hydra.run")]
+    res = run_cli(
+        "-m",
+        *args,
+        "experiment=gaussians_demo",
+        "trainer.steps=2",
+        "loss=nonsaturating,hinge",
+        "optimizer.lr=1e-4,2e-4",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    runs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert len(runs) == 4
+    names = [r.name for r in runs]
+    for loss in ("nonsaturating", "hinge"):
+        for lr in ("0.0001", "0.0002"):
+            assert sum(f"loss={loss}," in n and f"optimizer.lr={lr}" in n for n in names) == 1, names
+    for run in runs:
+        assert list((run / "tb").glob("events.out.tfevents.*"))
+        assert (run / "checkpoints" / "last.pt").is_file()

@@ -1,0 +1,52 @@
+"""A plain (non-editable) install finds its configs from any working directory."""
+
+from __future__ import annotations
+
+import site
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_install_runs_from_anywhere(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next((tmp_path / "dist").glob("gan_cli-*.whl"))
+    env_dir = tmp_path / "env"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    # The heavy dependencies (torch, hydra...) come from this environment; the package itself from the wheel.
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    Path(purelib, "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    located = subprocess.run(
+        [str(py), "-c", "import gan_cli.configs as c; print(c.__file__)"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+    )
+    assert str(REPO) not in located.stdout and "site-packages" in located.stdout
+    args = ["experiment=gaussians_demo", "trainer.steps=2", "logger.log_every=1", "hydra.run.dir=run"]
+    res = subprocess.run(
+        [str(env_dir / "bin" / "gan-train"), *args], cwd=elsewhere, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    assert (elsewhere / "run" / "checkpoints" / "last.pt").is_file()

@@ -1,0 +1,83 @@
+"""Run limits (steps, epochs, wall clock), the streaming image-folder path and data-set details."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from gan_cli.datasets import Batches, build_data
+from gan_cli.train import train
+from tests.conftest import QUICK, run_cli
+from tests.test_config import compose_train
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_epochs_limit(tmp_path: Path, mnist_root: Path) -> None:
+    # 128 training images, batch 8: one epoch is 16 steps
+    args = [*QUICK, "model=mlp", f"data.root={mnist_root}", "trainer.steps=null", "trainer.epochs=1"]
+    res = run_cli(*args, "logger.log_every=4", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert [r["step"] for r in records(tmp_path / "run")] == [4, 8, 12, 16]
+    assert records(tmp_path / "run")[-1]["epoch"] == 1.0
+
+
+def test_wall_clock_limit_ends_cleanly(tmp_path: Path) -> None:
+    args = [*QUICK, "experiment=gaussians_demo", "trainer.steps=null", "trainer.max_minutes=0.02"]
+    res = run_cli(*args, "logger.sample_every=0", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] > 0
+    assert (tmp_path / "run" / "samples" / f"step_{state['step']:06d}.png").is_file()
+
+
+def test_streaming_image_folder(tmp_path: Path, folder_root: Path) -> None:
+    args = [*QUICK, "model=dcgan", "data=image_folder", f"data.root={folder_root}", "data.image_size=16"]
+    res = run_cli(*args, "data.in_memory=false", "data.num_workers=0", "data.channels=1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["data_shape"] == [1, 16, 16]
+
+
+def test_image_folder_labels_and_modes(folder_root: Path) -> None:
+    cfg = compose_train("data=image_folder", f"data.root={folder_root}", "data.image_size=24")
+    data = build_data(cfg.data)
+    assert data.tensor is not None and data.labels is not None
+    assert data.tensor.shape == (16, 3, 24, 24) and data.tensor.dtype == torch.uint8
+    assert data.class_names == ["cats", "dogs"] and data.labels.tolist() == [0] * 8 + [1] * 8
+
+
+def test_batches_cover_an_epoch_once_on_device(mnist_root: Path) -> None:
+    cfg = compose_train(f"data.root={mnist_root}", "data.download=false")
+    data = build_data(cfg.data)
+    batches = Batches(data, 32, torch.device("cpu"), seed=0)
+    seen = torch.cat([batches.next()[1] for _ in range(batches.per_epoch)])
+    assert batches.epochs_done == 1.0
+    assert sorted(seen.tolist()) == sorted(data.labels.tolist())  # type: ignore[union-attr]
+    x, _ = batches.next()
+    assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+
+
+def test_data_root_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAN_CLI_DATA", "/datasets")
+    assert compose_train().data.root == "/datasets"
+    assert compose_train("data=image_folder").data.root == "/datasets/images"
+
+
+def test_train_called_from_python(tmp_path: Path) -> None:
+    cfg = compose_train("experiment=gaussians_demo", "trainer.steps=3", "logger.log_every=1", "trainer.device=cpu")
+    cfg.output_dir = str(tmp_path)
+    result = train(cfg)
+    assert result["step"] == 3 and set(result) >= {"loss/D", "loss/G", "D/real", "D/fake", "wall_s"}
+    assert OmegaConf.to_container(cfg)  # the config is untouched and still valid
+
+
+def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
+    res = run_cli(*QUICK, "experiment=gaussians_demo", "trainer.steps=2", "trainer.precision=bf16", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr

@@ -1,0 +1,67 @@
+"""Every model builds for the supported image sizes and channel counts, with the right shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from gan_cli.datasets import Data
+from gan_cli.errors import ConfigError
+from gan_cli.models import MODELS, build_models
+from gan_cli.models.dcgan import base_and_depth
+
+MODEL_CFGS = {
+    "mlp": {"name": "mlp", "z_dim": 16, "g_hidden": [32], "d_hidden": [32], "g_activation": "relu",
+            "d_activation": "leaky_relu"},
+    "dcgan": {"name": "dcgan", "z_dim": 16, "g_width": 8, "d_width": 8},
+}  # fmt: skip
+
+
+def image_data(channels: int, size: int) -> Data:
+    return Data(kind="image", shape=(channels, size, size), num_classes=10)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CFGS))
+@pytest.mark.parametrize("size", [28, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes(name: str, size: int, channels: int) -> None:
+    g, d = build_models(OmegaConf.create(MODEL_CFGS[name]), image_data(channels, size))
+    z = torch.randn(5, 16)
+    x = g(z)
+    assert x.shape == (5, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1
+    assert d(x).shape == (5,)
+
+
+def test_registry_lists_the_builtin_models() -> None:
+    assert {"mlp", "dcgan"} <= set(MODELS.names())
+
+
+def test_dcgan_64_is_the_paper_network() -> None:
+    g, d = build_models(OmegaConf.create({**MODEL_CFGS["dcgan"], "z_dim": 100, "g_width": 64, "d_width": 64}),
+                        image_data(3, 64))  # fmt: skip
+    widths = [m.out_channels for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert widths == [512, 256, 128, 64, 3]
+    assert [m.out_channels for m in d.modules() if isinstance(m, torch.nn.Conv2d)] == [64, 128, 256, 512, 1]
+    convs = [m.weight for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert abs(float(torch.cat([w.detach().flatten() for w in convs]).std()) - 0.02) < 0.002
+
+
+@pytest.mark.parametrize(
+    "size,expected", [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)), (128, (4, 5)), (48, (6, 3))]
+)
+def test_dcgan_sizes(size: int, expected: tuple[int, int]) -> None:
+    assert base_and_depth(size) == expected
+
+
+@pytest.mark.parametrize("size", [30, 100, 3, 6])
+def test_dcgan_refuses_sizes_it_cannot_build(size: int) -> None:
+    with pytest.raises(ConfigError, match=f"cannot build images of size {size}"):
+        base_and_depth(size)
+
+
+def test_mlp_on_points_is_unbounded() -> None:
+    g, d = build_models(OmegaConf.create(MODEL_CFGS["mlp"]), Data(kind="points", shape=(2,), num_classes=8))
+    assert g(torch.randn(4, 16)).shape == (4, 2)
+    assert not isinstance(g.net[-1], torch.nn.Tanh)
