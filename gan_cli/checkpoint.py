@@ -94,6 +94,7 @@ def prepare_folder(folder: Path) -> None:
     Called before training so that an unwritable output folder fails at once, not hours later.
     """
     probe = folder / f".write_test{os.getpid()}"
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(probe, "wb") as f:
@@ -101,6 +102,8 @@ def prepare_folder(folder: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         probe.unlink()
+        if created:  # made again by the first save; a run refused before then leaves no folder behind
+            folder.rmdir()
     except OSError as err:
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
