@@ -164,7 +164,7 @@ def run_dirs(root: Path) -> Iterator[Path]:
         here = Path(folder)
         if (here / "checkpoints" / "last.pt").is_file():
             subdirs[:] = []
-            yield here
+            yield here.absolute()
         elif len(here.parts) - top >= SEARCH_DEPTH:
             subdirs[:] = []
         else:
@@ -235,7 +235,7 @@ def check_compatible(point: ResumePoint, data_shape: tuple[int, ...], model_name
 
 
 def continue_in(run_dir: Path | None, new_dir: Path) -> Path:
-    """Make the resumed run write in `run_dir`; fold Hydra's fresh `new_dir` into it and remove it.
+    """Fold Hydra's fresh `new_dir` into `run_dir`, where the resumed run writes, and remove it.
 
     This invocation's .hydra/ folder is kept as run_dir/.hydra/resumes/<name>/ and its log lines
     go on in run_dir/train.log.
@@ -252,10 +252,11 @@ def continue_in(run_dir: Path | None, new_dir: Path) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         shutil.move(str(hydra_files), str(target))
     _move_log_files(new_dir, run_dir)
-    try:
-        new_dir.rmdir()
-    except OSError:
-        log.info("kept %s: it holds files other than Hydra's", new_dir)
+    if new_dir.is_dir():
+        try:
+            new_dir.rmdir()
+        except OSError:
+            log.info("kept %s: it holds files other than Hydra's", new_dir)
     return run_dir
 
 

@@ -283,8 +283,9 @@ def train(
     out = Path(cfg.output_dir)
     now = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     point = resume.resolve(t_cfg.resume, bool(t_cfg.resume_force), out, now)  # type: ignore[arg-type]
-    if point is not None:  # a resumed run writes on in the run directory it continues
-        out = resume.continue_in(point.run_dir, out)
+    hydra_dir = out
+    if point is not None and point.run_dir is not None:  # a resumed run writes on in its run directory
+        out = point.run_dir
         cfg.output_dir = str(out)
     ckpt.prepare_folder(out / "checkpoints")
 
@@ -331,6 +332,7 @@ def train(
     if point is not None:
         resume.check_compatible(point, data.shape, str(cfg.model.name))
         restore(point.state, point.path, G, D, p)
+        resume.continue_in(out, hydra_dir)
         step = int(point.state["step"])
         batches.seek(**point.state["data_position"])
         fixed_z = point.state["fixed_z"].to(device)
