@@ -28,7 +28,7 @@ from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
 from gan_cli.errors import CheckpointError, ConfigError
-from gan_cli.faults import Diverged, NanGuard, StepUndo
+from gan_cli.faults import Diverged, NanGuard, StepUndo  # noqa: F401  (Diverged: raised from here)
 from gan_cli.logger import RunLogger, parse_override_value
 from gan_cli.losses import Loss, build_loss
 from gan_cli.models import build_models, check_model_config
@@ -39,9 +39,6 @@ log = logging.getLogger("gan_cli")
 
 BASE_STATS = ["loss/D", "loss/G", "D/real", "D/fake", "grad_norm/D", "grad_norm/G"]
 SCATTER_POINTS = 2000
-
-
-__all__ = ["Diverged", "Parts", "train", "train_step"]
 
 
 def seed_everything(seed: int) -> None:
@@ -408,6 +405,7 @@ def train(
                 if not values:
                     flush(step)
                 checkpoint(step)
+        interrupted = stop.signum  # a signal during the final save below does not undo a finished run
         final = flush(step) if n_acc else last
         sample(step)
         checkpoint(step)
@@ -423,8 +421,8 @@ def train(
         "perf/images_per_s_mean": (step - start_step) * bs_per_step / max(wall, 1e-9),
     }
     logger.summary(step, batches.epochs_done, final)
-    if stop.requested:
-        result["signal"] = stop.signum
+    if interrupted is not None:
+        result["signal"] = interrupted
         log.warning(
             "stopped by %s at step %d; checkpoint saved in %s. Resume with:\n  %s",
             stop.name,

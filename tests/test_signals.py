@@ -105,3 +105,43 @@ def test_handlers_are_restored() -> None:
         time.sleep(0.05)
         assert stop.requested and stop.name == "SIGTERM"
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_whole_process_group_with_loader_workers(tmp_path: Path, folder_root: Path) -> None:
+    """A terminal's Ctrl-C reaches the data loader's workers too; they leave the stop to the main process."""
+    args = [
+        "data=image_folder",
+        f"data.root={folder_root}",
+        "data.image_size=8",
+        "data.in_memory=false",
+        "data.num_workers=2",
+        "model=mlp",
+        "trainer.device=cpu",
+        "trainer.epochs=null",
+        "trainer.steps=1000000",
+        "trainer.batch_size=4",
+        "trainer.checkpoint_every=1000000",
+        "logger.log_every=2",
+        "logger.sample_every=0",
+        "logger.progress=false",
+        "hydra.run.dir=run",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("GAN_CLI_DATA", None)
+    proc = subprocess.Popen(
+        [script("gan-train"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for_training(tmp_path / "run", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "stopped by SIGINT" in out and "Traceback" not in out
+    assert load(tmp_path / "run")["step"] == records(tmp_path / "run")[-1]["step"]

@@ -7,6 +7,7 @@ training device, batches drawn there with no DataLoader) or a torch Dataset for 
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,13 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of epoch `epoch`: a pure function of (seed, epoch), so a resumed run sees the same order."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=gen)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C and SIGTERM (sent to the whole process group) to the main process,
+    which stops at a step boundary with a checkpoint and then shuts the workers down."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class _OffsetSampler(Sampler[int]):
@@ -130,6 +138,7 @@ class Batches:
                     # its own seed source, so the global RNG (and a resume) does not depend on
                     # where in an epoch the loader was started
                     generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch),
+                    worker_init_fn=_ignore_stop_signals,
                 )
             )
 
