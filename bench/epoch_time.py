@@ -24,9 +24,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    cpu = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}")
     for model in args.models:
-        with tempfile.TemporaryDirectory() as out, initialize_config_module("gan_cli.configs", version_base="1.3"):
+        with (
+            tempfile.TemporaryDirectory() as out,
+            initialize_config_module("gan_cli.configs", version_base="1.3"),
+        ):
             cfg = compose(
                 "train",
                 overrides=[
@@ -44,7 +48,8 @@ def main() -> None:
             result = train(cfg)
         per_epoch = result["wall_s"] / result["epoch"]
         print(
-            f"model={model}: {result['step']} steps, {result['epoch']:.3f} epochs in {result['wall_s']:.1f} s "
+            f"model={model}: {result['step']} steps, {result['epoch']:.3f} epochs "
+            f"in {result['wall_s']:.1f} s "
             f"-> {per_epoch:.1f} s/epoch, {result['perf/images_per_s_mean']:.0f} images/s"
         )
 

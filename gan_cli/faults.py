@@ -10,6 +10,7 @@ flag per step and keeps a copy of the weights and optimizer state to put back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -85,8 +86,10 @@ class NanGuard:
         modules: list[nn.Module],
         undo: StepUndo | None,
         checkpoints: Path,
+        reduce_max: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
     ) -> None:
         self.mode, self.modules, self.undo, self.checkpoints = mode, modules, undo, checkpoints
+        self.reduce_max = reduce_max  # over the run's processes, so that they all decide alike
         self.loss_names = [n for n in stat_names if n.startswith("loss/")]
         self._loss_idx = torch.tensor([stat_names.index(n) for n in self.loss_names], device=device)
         self._bits = 2 ** torch.arange(len(self.loss_names), device=device)
@@ -111,7 +114,9 @@ class NanGuard:
             self.bad_losses = torch.where(new, bits, self.bad_losses)
             return True
         weights_ok = all_finite([p for m in self.modules for p in m.parameters()])
-        if bool(weights_ok) and int(bits) == 0:  # the per-step host sync of skip mode
+        flags = self.reduce_max(torch.stack([bits, (~weights_ok).long()]))
+        bits = flags[0]
+        if not bool(flags.any()):  # the per-step host sync of skip mode
             self._in_a_row = 0
             return True
         assert self.undo is not None
@@ -135,9 +140,9 @@ class NanGuard:
         """Raise if a step up to `at` went bad (stop mode); one host read, done with the logged scalars."""
         if self.mode != "stop":
             return
-        bad = int(self.first_bad.item())
+        bad, bits = self.reduce_max(torch.stack([self.first_bad, self.bad_losses])).tolist()
         if bad >= 0:
-            names = self._names(int(self.bad_losses.item()))
+            names = self._names(int(bits))
             raise Diverged(
                 f"{names} stopped being finite at step {bad} (trainer.on_nan=stop, noticed at step {at}); "
                 f"training stopped and the last good checkpoint in {self.checkpoints} is kept untouched. "

@@ -110,6 +110,11 @@ class RunLogger:
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
 
+    def objective(self, value: float, step: int) -> None:
+        """The run's final objective (what a sweep minimises): TensorBoard only, for the HParams table."""
+        if self.writer is not None:
+            self.writer.add_scalar("objective", value, step)
+
     def image(self, tag: str, picture: torch.Tensor, step: int) -> None:
         if self.writer is not None:
             self.writer.add_image(tag, picture, step)

@@ -11,6 +11,7 @@ import importlib
 import logging
 import math
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,14 +23,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from gan_cli import __version__, resume
+from gan_cli import __version__, distributed, objective, resume
 from gan_cli import checkpoint as ckpt
 from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
 from gan_cli.errors import CheckpointError, ConfigError
 from gan_cli.faults import Diverged, NanGuard, StepUndo  # noqa: F401  (Diverged: raised from here)
-from gan_cli.logger import RunLogger, parse_override_value
+from gan_cli.logger import parse_override_value
 from gan_cli.losses import Loss, build_loss
 from gan_cli.models import build_models, check_model_config
 from gan_cli.samples import image_grid, save_png, scatter_plot
@@ -104,6 +105,14 @@ class Parts:
     amp_dtype: torch.dtype | None
     z_dim: int
     channels_last: bool
+    shard: tuple[int, int] = (0, 1)  # (this process, processes): its rows of each global batch
+
+    def noise(self, n: int) -> torch.Tensor:
+        """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
+        processes see the same noise as one process would."""
+        rank, world = self.shard
+        z = torch.randn(n * world, self.z_dim, device=self.device)
+        return z[rank * n : (rank + 1) * n] if world > 1 else z
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -114,7 +123,7 @@ class Parts:
 def d_update(p: Parts, real: torch.Tensor, y: torch.Tensor, keep_graph: bool) -> tuple[torch.Tensor, ...]:
     """One D update on a real batch and a fresh fake batch (with the real batch's labels);
     returns the fakes, with G's graph if asked."""
-    z = torch.randn(real.shape[0], p.z_dim, device=p.device)
+    z = p.noise(real.shape[0])
     with p.autocast():
         with torch.set_grad_enabled(keep_graph):
             fake = p.G(z, y)
@@ -274,7 +283,8 @@ def train(
     validate(cfg)
     import_plugins(cfg.plugins)
     t_cfg, l_cfg = cfg.trainer, cfg.logger
-    device = resolve_device(t_cfg.device)
+    dist = distributed.setup(resolve_device(t_cfg.device), int(t_cfg.batch_size))
+    device = dist.device
     amp_dtype = autocast_dtype(t_cfg.precision, device)
     check_model_config(cfg)
     out = Path(cfg.output_dir)
@@ -284,12 +294,15 @@ def train(
     if point is not None and point.run_dir is not None:  # a resumed run writes on in its run directory
         out = point.run_dir
         cfg.output_dir = str(out)
-    ckpt.prepare_folder(out / "checkpoints")
+    if dist.is_main:
+        ckpt.prepare_folder(out / "checkpoints")
 
     seed_everything(t_cfg.seed)
     configure_backends(t_cfg, device)
-    data = build_data(cfg.data)
-    batches = Batches(data, t_cfg.batch_size, device, t_cfg.seed, int(cfg.data.get("num_workers", 2)))
+    with dist.main_first():
+        data = build_data(cfg.data)
+    num_workers = int(cfg.data.get("num_workers", 2))
+    batches = Batches(data, t_cfg.batch_size, device, t_cfg.seed, num_workers, shard=dist.shard)
     G, D = build_models(cfg.model, data)
     conv = data.kind == "image" and any(isinstance(m, nn.Conv2d) for m in D.modules())
     channels_last = conv and (
@@ -301,9 +314,10 @@ def train(
     G.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     D.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     loss = build_loss(cfg.loss)
+    G_run, D_run = dist.wrap(G), dist.wrap(D)
     p = Parts(
-        G=torch.compile(G) if t_cfg.compile else G,  # type: ignore[arg-type]
-        D=torch.compile(D) if t_cfg.compile else D,  # type: ignore[arg-type]
+        G=torch.compile(G_run) if t_cfg.compile else G_run,  # type: ignore[arg-type]
+        D=torch.compile(D_run) if t_cfg.compile else D_run,  # type: ignore[arg-type]
         loss=loss,
         opt_g=make_optimizer(G.parameters(), cfg.optimizer, cfg.optimizer.g, device),
         opt_d=make_optimizer(D.parameters(), cfg.optimizer, cfg.optimizer.d, device),
@@ -312,6 +326,7 @@ def train(
         amp_dtype=amp_dtype,
         z_dim=int(cfg.model.z_dim),
         channels_last=channels_last,
+        shard=dist.shard,
     )
     n_critic = int(cfg.loss.n_critic)
     total = total_steps(t_cfg, batches.per_epoch, n_critic)
@@ -323,13 +338,14 @@ def train(
 
     undo = StepUndo([G, D], [p.opt_g, p.opt_d], p.scaler) if t_cfg.on_nan == "skip" else None
     stat_names = BASE_STATS + [f"loss/{n}" for n in loss.penalty_names]
-    guard = NanGuard(t_cfg.on_nan, stat_names, device, [G, D], undo, out / "checkpoints")
+    guard = NanGuard(t_cfg.on_nan, stat_names, device, [G, D], undo, out / "checkpoints", dist.max)
 
     step = 0
     if point is not None:
         resume.check_compatible(point, data.shape, str(cfg.model.name))
         restore(point.state, point.path, G, D, p)
-        resume.continue_in(out, hydra_dir)
+        if dist.is_main:
+            resume.continue_in(out, hydra_dir)
         step = int(point.state["step"])
         batches.seek(**point.state["data_position"])
         fixed_z = point.state["fixed_z"].to(device)
@@ -337,7 +353,7 @@ def train(
         ckpt.set_rng_state(point.state["rng"])
         log.info("resumed from %s at step %d; writing on in %s", point.path, step, out)
 
-    logger = RunLogger(
+    logger = dist.logger(
         out,
         start_step=step,
         total_steps=total or 0,
@@ -346,16 +362,21 @@ def train(
         print_every_s=float(l_cfg.print_every_s),
     )
     if step == 0:
-        logger.hparams(run_hparams(cfg), stat_names[:4])
+        logger.hparams(run_hparams(cfg), [*stat_names[:4], "objective"])
+    if step == 0 and dist.is_main:
         logger.image("samples/real", real_picture(data, batches, int(l_cfg.num_samples), real_points), 0)
 
     def sample(at: int) -> None:
+        if not dist.is_main:
+            return
         picture = sample_picture(p, fixed_z, data, real_points)
         save_png(picture, out / "samples" / f"step_{at:06d}.png")
         logger.image("samples/fake", picture, at)
 
     def checkpoint(at: int) -> None:
-        guard.check_weights(at)
+        guard.check_weights(at)  # on every process: they hold the same weights and stop together
+        if not dist.is_main:
+            return
         state = checkpoint_state(cfg, p, at, batches, fixed_z, G, D)
         state["skipped_steps"] = guard.skipped
         save_checkpoint(out, state, int(t_cfg.keep_checkpoints))
@@ -370,7 +391,7 @@ def train(
     def flush(at: int) -> dict[str, float]:
         """Read the accumulated stats (the loop's one host sync) and log them."""
         nonlocal n_acc, t_window, last
-        stats = (acc / max(n_acc, 1)).tolist()
+        stats = dist.mean(acc / max(n_acc, 1)).tolist()
         guard.check(at)
         now = time.perf_counter()
         vals = dict(zip(stat_names, stats, strict=True))
@@ -385,9 +406,21 @@ def train(
         last = vals
         return vals
 
-    stop = GracefulStop().install()  # SIGINT/SIGTERM: stop at a step boundary with a checkpoint
+    stop, stopped = GracefulStop().install(), False  # SIGINT/SIGTERM: stop at a step boundary, saved
+
+    def stopping(at: int) -> bool:
+        """Whether a stop was asked for; several processes agree at the logged steps, where they sync."""
+        if not dist.enabled:
+            return stop.requested
+        if at % l_cfg.log_every:
+            return False
+        return bool(dist.max(torch.tensor(float(stop.requested), device=device)).item())
+
     try:
-        while (total is None or step < total) and time.perf_counter() < deadline and not stop.requested:
+        while (total is None or step < total) and dist.before(deadline, time.perf_counter()):
+            if stopping(step):
+                stopped = True
+                break
             reals = [batches.next() for _ in range(n_critic)]
             if channels_last:
                 reals = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in reals]
@@ -405,10 +438,13 @@ def train(
                 if not values:
                     flush(step)
                 checkpoint(step)
-        interrupted = stop.signum  # a signal during the final save below does not undo a finished run
+        # a signal during the final save below does not undo a finished run
+        interrupted = (stop.signum or signal.SIGTERM) if stopped else None
         final = flush(step) if n_acc else last
         sample(step)
         checkpoint(step)
+        goal = objective.choose(final, lambda: objective.pixel_fd(G, data, p.z_dim, device, t_cfg.seed))
+        logger.objective(goal[1], step)
     finally:
         stop.uninstall()
         logger.close()
@@ -419,6 +455,8 @@ def train(
         "epoch": batches.epochs_done,
         "wall_s": wall,
         "perf/images_per_s_mean": (step - start_step) * bs_per_step / max(wall, 1e-9),
+        "objective_name": goal[0],
+        "objective": goal[1],
     }
     logger.summary(step, batches.epochs_done, final)
     if interrupted is not None:
@@ -432,6 +470,7 @@ def train(
         )
     else:
         log.info("done: %d steps in %.1f s; outputs in %s", step, wall, out)
+    dist.barrier()
     return result
 
 
@@ -444,3 +483,9 @@ def real_picture(data: Data, batches: Batches, n: int, real_points: torch.Tensor
     images = batches.next()[0][:n]
     batches.seek(0, 0)
     return image_grid(images)
+
+
+if __name__ == "__main__":  # `torchrun ... -m gan_cli.train ARGS` runs the gan-train command
+    from gan_cli.cli import train_main
+
+    train_main()

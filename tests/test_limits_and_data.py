@@ -71,7 +71,9 @@ def test_data_root_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_train_called_from_python(tmp_path: Path) -> None:
-    cfg = compose_train("experiment=gaussians_demo", "trainer.steps=3", "logger.log_every=1", "trainer.device=cpu")
+    cfg = compose_train(
+        "experiment=gaussians_demo", "trainer.steps=3", "logger.log_every=1", "trainer.device=cpu"
+    )
     cfg.output_dir = str(tmp_path)
     result = train(cfg)
     assert result["step"] == 3 and set(result) >= {"loss/D", "loss/G", "D/real", "D/fake", "wall_s"}
@@ -79,5 +81,7 @@ def test_train_called_from_python(tmp_path: Path) -> None:
 
 
 def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
-    res = run_cli(*QUICK, "experiment=gaussians_demo", "trainer.steps=2", "trainer.precision=bf16", cwd=tmp_path)
+    res = run_cli(
+        *QUICK, "experiment=gaussians_demo", "trainer.steps=2", "trainer.precision=bf16", cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr

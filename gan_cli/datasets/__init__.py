@@ -86,9 +86,19 @@ class Batches:
 
     Batches are full (the last partial batch of an epoch is dropped) so shapes stay static.
     `position` (epoch, batch index) is all the state needed to continue the same order after a resume.
+    With `shard=(rank, world)` (several processes) `batch_size` is the global batch and this process
+    gets rows [rank * b, (rank + 1) * b) of each, b = batch_size // world: disjoint shards of one order.
     """
 
-    def __init__(self, data: Data, batch_size: int, device: torch.device, seed: int, num_workers: int = 2):
+    def __init__(
+        self,
+        data: Data,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        num_workers: int = 2,
+        shard: tuple[int, int] = (0, 1),
+    ):
         n = len(data)
         if n < batch_size:
             raise DataError(
@@ -98,6 +108,8 @@ class Batches:
         self.data, self.batch_size, self.device, self.seed = data, batch_size, device, seed
         self.num_workers = num_workers
         self.per_epoch = n // batch_size
+        self.rank, self.world = shard
+        self.local_batch = batch_size // self.world
         self.epoch, self.index = 0, 0
         self._order: torch.Tensor | None = None
         self._loader_iter: Any = None
@@ -121,15 +133,17 @@ class Batches:
     def _start_epoch(self) -> None:
         order = epoch_permutation(len(self.data), self.seed, self.epoch)
         order = order[: self.per_epoch * self.batch_size]
+        if self.world > 1:
+            order = order.view(self.per_epoch, self.world, self.local_batch)[:, self.rank].reshape(-1)
         if self.data.tensor is not None:
             self._order = order.to(self.device)
         else:
-            start = order[self.index * self.batch_size :]
+            start = order[self.index * self.local_batch :]
             self._order = order
             self._loader_iter = iter(
                 DataLoader(
                     self.data.dataset,  # type: ignore[arg-type]
-                    batch_size=self.batch_size,
+                    batch_size=self.local_batch,
                     sampler=_OffsetSampler(start),
                     num_workers=self.num_workers,
                     pin_memory=self.device.type == "cuda",
@@ -150,7 +164,7 @@ class Batches:
             self._start_epoch()
         assert self._order is not None
         if self.data.tensor is not None:
-            idx = self._order[self.index * self.batch_size : (self.index + 1) * self.batch_size]
+            idx = self._order[self.index * self.local_batch : (self.index + 1) * self.local_batch]
             x, y = self._images[idx], self._labels[idx]
         else:
             x, y = next(self._loader_iter)

@@ -63,7 +63,7 @@ def _load(cfg: DictConfig) -> Data:
     where = os.path.join(root, folder)
     train = cfg.split == "train"
     get = (
-        f"Put the files ({files}, uncompressed or .gz) in {where}, or point data.root at a folder "
+        f"Put the files ({files}, uncompressed) in {where}, or point data.root at a folder "
         f"that has them (data.root=PATH, or the GAN_CLI_DATA environment variable). "
         f"`make demo` trains on generated data and needs no download."
     )

@@ -1,0 +1,94 @@
+"""Sweeps (`gan-train -m ...`): every job records how it ended, so one failure never costs the others.
+
+Hydra's launchers re-raise a job's exception and end the sweep; instead a failed job logs the error,
+writes `status.json` (status "failed" and the error) and hands the sweeper no value, which Optuna
+records as a failed trial (with `max_failure_rate: 1.0` it goes on with the next ones). A finished
+job writes `status.json` with its final metrics. At the end of the sweep `SweepSummary` logs the table
+`gan-sweep-report` prints, writes it to `summary.md`, and the command exits 1 if any job failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from gan_cli.errors import GanCliError
+
+log = logging.getLogger("gan_cli")
+
+STATUS_FILE = "status.json"
+SUMMARY_FILE = "summary.md"
+
+failed_runs: list[str] = []  # filled by SweepSummary: the CLI exits 1 when it is not empty
+
+
+def in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not running under Hydra
+        return False
+
+
+def _plain_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+def write_status(out: Path, status: str, wall_s: float, **fields: Any) -> None:
+    """Write `status.json` in the run folder, atomically (a report may read it while jobs run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"status": status, "wall_s": round(wall_s, 3), **fields}
+    tmp = out / f".{STATUS_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, out / STATUS_FILE)
+
+
+def record_success(out: Path, result: dict[str, Any], wall_s: float) -> None:
+    write_status(
+        out,
+        "ok",
+        wall_s,
+        objective=result.get("objective"),
+        objective_name=result.get("objective_name"),
+        metrics=_plain_metrics(result),
+    )
+
+
+def record_failure(out: Path, err: BaseException, wall_s: float) -> None:
+    """Log and record a failed job (the sweeper then gets no value for it: a failed trial)."""
+    if isinstance(err, GanCliError):
+        log.error("this run failed: %s", err)
+        message = str(err)
+    else:
+        log.error("this run failed:\n%s", "".join(traceback.format_exception(err)))
+        message = f"{type(err).__name__}: {err}"
+    write_status(out, "failed", wall_s, error=message)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of a sweep, log the report and write it to the sweep folder."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from gan_cli.sweep_report import collect, render
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            runs = collect(sweep_dir)
+        except GanCliError as err:
+            log.warning("no sweep summary: %s", err)
+            return
+        table = render(runs, "markdown")
+        (sweep_dir / SUMMARY_FILE).write_text(table, encoding="utf-8")
+        log.info("sweep summary (%s):\n%s", sweep_dir / SUMMARY_FILE, table)
+        failed_runs[:] = [r.name for r in runs if r.status != "ok"]
+        if failed_runs:
+            log.error("%d of %d runs did not finish: %s", len(failed_runs), len(runs), ", ".join(failed_runs))
