@@ -145,3 +145,28 @@ def test_ctrl_c_to_the_whole_process_group_with_loader_workers(tmp_path: Path, f
     assert proc.returncode == 130, out
     assert "stopped by SIGINT" in out and "Traceback" not in out
     assert load(tmp_path / "run")["step"] == records(tmp_path / "run")[-1]["step"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_process_of_a_distributed_run_at_the_same_step(tmp_path: Path) -> None:
+    """torchrun passes SIGTERM on to each process; they stop together and rank 0 saves."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("GAN_CLI_DATA", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.Popen(
+        [*cmd, "-m", "gan_cli.train", *LONG, "hydra.run.dir=run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    run = tmp_path / "run"
+    wait_for_training(run, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert "stopped by SIGTERM at step" in out, out
+    stopped = load(run)["step"]
+    assert stopped % 5 == 0 and records(run)[-1]["step"] == stopped, "at a logged step (log_every=5)"
+    assert "Traceback" not in out.split("stopped by SIGTERM")[0]
