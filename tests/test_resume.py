@@ -48,7 +48,7 @@ def test_checkpoint_holds_the_full_state(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("data", "k"),
-    [("gaussians", 6), ("gaussians", EVERY), ("mnist", 6)],
+    [("gaussians", 6), ("gaussians", EVERY), pytest.param("mnist", 6, marks=pytest.mark.slow)],
     ids=["between-checkpoints", "right-after-a-checkpoint", "dcgan-batchnorm"],
 )
 def test_crash_then_resume_is_the_uninterrupted_run(
