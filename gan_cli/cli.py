@@ -63,8 +63,10 @@ def _hydra_train(cfg: DictConfig) -> float | None:
         if main_rank:
             _remove_if_empty_run(out)
         sys.exit(2)
-    if main_rank:
-        sweeps.record_success(out, result, time.perf_counter() - t_start)
+    if result.get("signal"):  # stopped by SIGINT/SIGTERM after saving: the shell's code for that signal
+        sys.exit(128 + int(result["signal"]))
+    if main_rank:  # a resumed run wrote in the run it continued: train() set output_dir to it
+        sweeps.record_success(Path(cfg.output_dir), result, time.perf_counter() - t_start)
     else:
         with contextlib.suppress(OSError):  # a folder of its own this process left empty
             os.rmdir(out)

@@ -153,3 +153,22 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"loss.n_critic={cfg.loss.n_critic} is not valid; it must be >= 1 (D steps per G step)"
         )
+    _positive(opt.eps, "optimizer.eps")
+    _positive(lg.print_every_s, "logger.print_every_s", allow_zero=True)
+    _validate_sizes(cfg)
+
+
+def _validate_sizes(cfg: DictConfig) -> None:
+    """Sizes in the data and model groups (each group's own keys, checked where present)."""
+    data, model = cfg.data, cfg.model
+    for key in ("image_size", "num_samples", "max_memory_mb"):
+        if key in data:
+            _positive(data[key], f"data.{key}")
+    if "num_workers" in data:
+        _positive(data.num_workers, "data.num_workers", allow_zero=True)
+    for key in ("z_dim", "g_width", "d_width"):
+        if key in model:
+            _positive(model[key], f"model.{key}")
+    for key in ("g_hidden", "d_hidden"):
+        if key in model and not all(int(w) >= 1 for w in model[key]):
+            raise ConfigError(f"model.{key}={list(model[key])} is not valid; every width must be >= 1")

@@ -22,6 +22,14 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _record_step(line: str) -> int:
+    """The step of a metrics.jsonl line, or -1 for a torn line (a process killed mid-write)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return -1
+
+
 def parse_override_value(text: str) -> Any:
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
@@ -35,7 +43,11 @@ def parse_override_value(text: str) -> Any:
 
 
 class RunLogger:
-    """Scalars to TensorBoard and metrics.jsonl; on resume, steps from `start_step` on are rewritten."""
+    """Scalars to TensorBoard and metrics.jsonl; on resume, steps after `start_step` are rewritten.
+
+    A checkpoint at step k is written after step k is logged, so a run resumed from it keeps the
+    records up to k and drops (TensorBoard: purges) the ones a killed process wrote after it.
+    """
 
     def __init__(
         self,
@@ -56,7 +68,7 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(
-                str(out_dir / "tb"), purge_step=start_step if start_step > 0 else None
+                str(out_dir / "tb"), purge_step=start_step + 1 if start_step > 0 else None
             )
         show = sys.stderr.isatty() if str(progress).lower() == "auto" else str(progress).lower() == "true"
         self.bar = tqdm(
@@ -71,11 +83,11 @@ class RunLogger:
         self._last_print = time.monotonic()
 
     def _truncate_jsonl(self, start_step: int) -> None:
-        """Drop lines logged at or after `start_step` (written after the checkpoint a resume starts from)."""
+        """Drop lines logged after `start_step` (written after the checkpoint a resume starts from)."""
         if not self.metrics_path.exists():
             return
         lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", -1) < start_step]
+        kept = [line for line in lines if _record_step(line) in range(start_step + 1)]
         if len(kept) != len(lines):
             self.metrics_path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 

@@ -11,6 +11,7 @@ import importlib
 import logging
 import math
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,26 +23,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from gan_cli import __version__, distributed, objective
+from gan_cli import __version__, distributed, objective, resume
 from gan_cli import checkpoint as ckpt
 from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
-from gan_cli.errors import CheckpointError, ConfigError, GanCliError
+from gan_cli.errors import CheckpointError, ConfigError
 from gan_cli.fast import auto_precision, build_step, fused_by_default
+from gan_cli.faults import NanGuard, StepUndo
 from gan_cli.logger import parse_override_value
 from gan_cli.losses import Loss, build_loss
-from gan_cli.models import build_models
+from gan_cli.models import build_models, check_model_config
 from gan_cli.samples import image_grid, save_png, scatter_plot
+from gan_cli.signals import GracefulStop
 
 log = logging.getLogger("gan_cli")
 
 BASE_STATS = ["loss/D", "loss/G", "D/real", "D/fake", "grad_norm/D", "grad_norm/G"]
 SCATTER_POINTS = 2000
-
-
-class Diverged(GanCliError):
-    """A loss stopped being finite (trainer.on_nan=stop)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -230,6 +229,7 @@ def checkpoint_state(
         "version": __version__,
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "step": step,
+        "epoch": batches.epochs_done,
         "data_position": batches.position,
         "data_shape": list(batches.data.shape),
         "G": G.state_dict(),
@@ -266,9 +266,15 @@ def restore(state: dict[str, Any], path: Path, G: nn.Module, D: nn.Module, p: Pa
             f"checkpoint {path} does not match this model (another architecture, width or image size?): "
             f"{str(err).splitlines()[0]} ... see the config saved in the checkpoint's run folder"
         ) from err
-    p.opt_g.load_state_dict(state["opt_G"])
-    p.opt_d.load_state_dict(state["opt_D"])
-    p.scaler.load_state_dict(state["scaler"])
+    try:
+        p.opt_g.load_state_dict(state["opt_G"])
+        p.opt_d.load_state_dict(state["opt_D"])
+        p.scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(
+            f"the optimizer state in checkpoint {path} does not fit this run's optimizers "
+            f"(another optimizer or model?): {err}"
+        ) from err
 
 
 def train(
@@ -281,9 +287,16 @@ def train(
     dist = distributed.setup(resolve_device(t_cfg.device), int(t_cfg.batch_size))
     device = dist.device
     amp_dtype = autocast_dtype(t_cfg.precision, device)
+    check_model_config(cfg)
     out = Path(cfg.output_dir)
-    resume_path = ckpt.find(t_cfg.resume) if t_cfg.resume else None
-    state = ckpt.load(resume_path) if resume_path else None
+    now = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    point = resume.resolve(t_cfg.resume, bool(t_cfg.resume_force), out, now)  # type: ignore[arg-type]
+    hydra_dir = out
+    if point is not None and point.run_dir is not None:  # a resumed run writes on in its run directory
+        out = point.run_dir
+        cfg.output_dir = str(out)
+    if dist.is_main:
+        ckpt.prepare_folder(out / "checkpoints")
 
     seed_everything(t_cfg.seed)
     configure_backends(t_cfg, device)
@@ -327,16 +340,23 @@ def train(
     )
     real_points = data.tensor[:SCATTER_POINTS] if data.kind == "points" and data.tensor is not None else None
 
-    step = 0
-    if state is not None and resume_path is not None:
-        restore(state, resume_path, G, D, p)
-        step = int(state["step"])
-        batches.seek(**state["data_position"])
-        fixed_z = state["fixed_z"].to(device)
-        ckpt.set_rng_state(state["rng"])
-        log.info("resumed from %s at step %d", resume_path, step)
-
+    undo = StepUndo([G, D], [p.opt_g, p.opt_d], p.scaler) if t_cfg.on_nan == "skip" else None
     stat_names = BASE_STATS + [f"loss/{n}" for n in loss.penalty_names]
+    guard = NanGuard(t_cfg.on_nan, stat_names, device, [G, D], undo, out / "checkpoints", dist.max)
+
+    step = 0
+    if point is not None:
+        resume.check_compatible(point, data.shape, str(cfg.model.name))
+        restore(point.state, point.path, G, D, p)
+        if dist.is_main:
+            resume.continue_in(out, hydra_dir)
+        step = int(point.state["step"])
+        batches.seek(**point.state["data_position"])
+        fixed_z = point.state["fixed_z"].to(device)
+        guard.skipped = int(point.state.get("skipped_steps", 0))
+        ckpt.set_rng_state(point.state["rng"])
+        log.info("resumed from %s at step %d; writing on in %s", point.path, step, out)
+
     logger = dist.logger(
         out,
         start_step=step,
@@ -345,7 +365,8 @@ def train(
         progress=str(l_cfg.progress),
         print_every_s=float(l_cfg.print_every_s),
     )
-    logger.hparams(run_hparams(cfg), [*stat_names[:4], "objective"])
+    if step == 0:
+        logger.hparams(run_hparams(cfg), [*stat_names[:4], "objective"])
     if step == 0 and dist.is_main:
         logger.image("samples/real", real_picture(data, batches, int(l_cfg.num_samples), real_points), 0)
 
@@ -357,14 +378,14 @@ def train(
         logger.image("samples/fake", picture, at)
 
     def checkpoint(at: int) -> None:
+        guard.check_weights(at)  # on every process: they hold the same weights and stop together
         if not dist.is_main:
             return
-        save_checkpoint(
-            out, checkpoint_state(cfg, p, at, batches, fixed_z, G, D), int(t_cfg.keep_checkpoints)
-        )
+        state = checkpoint_state(cfg, p, at, batches, fixed_z, G, D)
+        state["skipped_steps"] = guard.skipped
+        save_checkpoint(out, state, int(t_cfg.keep_checkpoints))
 
     acc = torch.zeros(len(stat_names), device=device)
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)
     n_acc, values, last = 0, {}, {}
     bs_per_step = t_cfg.batch_size * n_critic
     t_start = t_window = time.perf_counter()
@@ -375,34 +396,43 @@ def train(
         """Read the accumulated stats (the loop's one host sync) and log them."""
         nonlocal n_acc, t_window, last
         stats = dist.mean(acc / max(n_acc, 1)).tolist()
-        bad = int(dist.max(first_bad).item())
+        guard.check(at)
         now = time.perf_counter()
         vals = dict(zip(stat_names, stats, strict=True))
         vals["perf/images_per_s"] = n_acc * bs_per_step / max(now - t_window, 1e-9)
         vals["lr/G"] = p.opt_g.param_groups[0]["lr"]
         vals["lr/D"] = p.opt_d.param_groups[0]["lr"]
+        if guard.mode == "skip":
+            vals["nan/skipped_steps"] = guard.skipped
         acc.zero_()
         n_acc, t_window = 0, now
-        if bad >= 0:
-            raise Diverged(
-                f"a loss stopped being finite at step {bad} "
-                f"(loss/D {vals['loss/D']:.4g}, loss/G {vals['loss/G']:.4g} averaged to step {at}); "
-                f"the last good checkpoint in {out / 'checkpoints'} is kept. "
-                "Lower the learning rates, or try another loss or trainer.precision=32"
-            )
         logger.scalars(at, vals, epoch=batches.epochs_done)
         last = vals
         return vals
 
+    stop, stopped = GracefulStop().install(), False  # SIGINT/SIGTERM: stop at a step boundary, saved
+
+    def stopping(at: int) -> bool:
+        """Whether a stop was asked for; several processes agree at the logged steps, where they sync."""
+        if not dist.enabled:
+            return stop.requested
+        if at % l_cfg.log_every:
+            return False
+        return bool(dist.max(torch.tensor(float(stop.requested), device=device)).item())
+
     try:
         while (total is None or step < total) and dist.before(deadline, time.perf_counter()):
+            if stopping(step):
+                stopped = True
+                break
             reals = [batches.next() for _ in range(n_critic)]
             if channels_last:
                 reals = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in reals]
+            guard.before_step()
             stats = step_fn(p, reals)
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(stats[:2]).all(), step + 1, first_bad)
-            acc += stats
-            n_acc += 1
+            if guard.after_step(stats, step + 1):
+                acc += stats
+                n_acc += 1
             step += 1
             values = flush(step) if step % l_cfg.log_every == 0 else {}
             logger.progress(step, batches.epochs_done, values)
@@ -412,12 +442,15 @@ def train(
                 if not values:
                     flush(step)
                 checkpoint(step)
+        # a signal during the final save below does not undo a finished run
+        interrupted = (stop.signum or signal.SIGTERM) if stopped else None
         final = flush(step) if n_acc else last
         sample(step)
         checkpoint(step)
         goal = objective.choose(final, lambda: objective.pixel_fd(G, data, p.z_dim, device, t_cfg.seed))
         logger.objective(goal[1], step)
     finally:
+        stop.uninstall()
         logger.close()
     wall = time.perf_counter() - t_start
     result = {
@@ -430,7 +463,17 @@ def train(
         "objective": goal[1],
     }
     logger.summary(step, batches.epochs_done, final)
-    log.info("done: %d steps in %.1f s; outputs in %s", step, wall, out)
+    if interrupted is not None:
+        result["signal"] = interrupted
+        log.warning(
+            "stopped by %s at step %d; checkpoint saved in %s. Resume with:\n  %s",
+            stop.name,
+            step,
+            out / "checkpoints" / "last.pt",
+            resume.resume_command(out),
+        )
+    else:
+        log.info("done: %d steps in %.1f s; outputs in %s", step, wall, out)
     dist.barrier()
     return result
 

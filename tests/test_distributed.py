@@ -68,12 +68,14 @@ def test_two_processes_match_one(tmp_path: Path, mnist_root: Path) -> None:
     for a, b in zip(two, one[:4], strict=True):
         assert [a[k] for k in keys] == pytest.approx([b[k] for k in keys], rel=1e-4, abs=1e-5)
 
-    # a checkpoint of two processes resumes on one and continues the same run
+    # a checkpoint of two processes resumes on one and continues the same run, in its folder
     state = torch.load(ddp / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 4 and not any(k.startswith("module.") for k in state["G"])
     res = run_cli(*ARGS, data, "trainer.steps=6", "trainer.resume=ddp", "hydra.run.dir=resumed", cwd=tmp_path)
     assert res.returncode == 0, res.stderr + res.stdout
-    for a, b in zip(records(tmp_path / "resumed"), one[4:], strict=True):
+    assert not (tmp_path / "resumed").exists()
+    assert [r["step"] for r in records(ddp)] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(records(ddp)[4:], one[4:], strict=True):
         assert a["step"] == b["step"] and [a[k] for k in keys] == pytest.approx(
             [b[k] for k in keys], rel=1e-4
         )

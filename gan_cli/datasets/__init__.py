@@ -7,6 +7,7 @@ training device, batches drawn there with no DataLoader) or a torch Dataset for 
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gan_cli.errors import DataError
 from gan_cli.registry import Registry, import_submodules
 
 
@@ -61,6 +63,13 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=gen)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C and SIGTERM (sent to the whole process group) to the main process,
+    which stops at a step boundary with a checkpoint and then shuts the workers down."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class _OffsetSampler(Sampler[int]):
     def __init__(self, order: torch.Tensor) -> None:
         self.order = order
@@ -92,7 +101,10 @@ class Batches:
     ):
         n = len(data)
         if n < batch_size:
-            raise ValueError(f"the data set has {n} examples, fewer than trainer.batch_size={batch_size}")
+            raise DataError(
+                f"the data set has {n} examples, fewer than trainer.batch_size={batch_size}; "
+                f"lower trainer.batch_size to at most {n} or add data"
+            )
         self.data, self.batch_size, self.device, self.seed = data, batch_size, device, seed
         self.num_workers = num_workers
         self.per_epoch = n // batch_size
@@ -137,6 +149,10 @@ class Batches:
                     pin_memory=self.device.type == "cuda",
                     drop_last=True,
                     persistent_workers=False,
+                    # its own seed source, so the global RNG (and a resume) does not depend on
+                    # where in an epoch the loader was started
+                    generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch),
+                    worker_init_fn=_ignore_stop_signals,
                 )
             )
 

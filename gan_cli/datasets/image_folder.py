@@ -47,6 +47,8 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
     """Decode, convert mode, resize the shorter side and center-crop; returns uint8 (C, size, size)."""
     with Image.open(path) as opened:
         img: Image.Image = opened
+        if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit gray: scale to 8 bits, don't clip
+            img = _to_8bit(img)
         if img.mode in ("P", "LA", "RGBA", "PA") or "transparency" in img.info:
             rgba = img.convert("RGBA")
             img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -62,6 +64,13 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit (I;16*, I) or float (F) gray image as 8-bit L, scaled by its type's range."""
+    arr = np.asarray(img).astype(np.float64)
+    top = 1.0 if img.mode == "F" and arr.max(initial=0) <= 1 else 255.0 if img.mode == "F" else 65535.0
+    return Image.fromarray((arr / top * 255).clip(0, 255).round().astype(np.uint8), mode="L")
+
+
 def find_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
     classes = sorted({p.parent.relative_to(root).parts[0] for p in files if p.parent != root})
@@ -73,18 +82,25 @@ def find_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
 
 
 class FolderDataset(Dataset[tuple[torch.Tensor, int]]):
-    def __init__(self, files: list[Path], labels: list[int], size: int, channels: int):
+    """Images decoded on demand. A file that passed the header check but fails to decode is an
+    error, or (on_bad_image=skip) replaced by the next readable one so batches keep their size."""
+
+    def __init__(self, files: list[Path], labels: list[int], size: int, channels: int, on_bad: str = "error"):
         self.files, self.labels, self.size, self.channels = files, labels, size, channels
+        self.on_bad = on_bad
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        try:
-            arr = load_image(self.files[i], self.size, self.channels)
-        except _BAD_IMAGE as err:
-            raise DataError(f"cannot read image {self.files[i]}: {err}") from err
-        return torch.from_numpy(arr), self.labels[i]
+        for j in range(i, i + len(self.files)):
+            path = self.files[j % len(self.files)]
+            try:
+                arr = load_image(path, self.size, self.channels)
+                return torch.from_numpy(arr.copy()), self.labels[j % len(self.files)]
+            except _BAD_IMAGE as err:
+                _bad(path, err, self.on_bad)
+        raise DataError(f"none of the {len(self.files)} images could be read")
 
 
 def _bad(path: Path, err: Exception, mode: str) -> None:
@@ -141,5 +157,7 @@ def image_folder(cfg: DictConfig) -> Data:
             good_labels.append(label)
         except _BAD_IMAGE as err:
             _bad(path, err, cfg.on_bad_image)
-    dataset = FolderDataset(good_files, good_labels, size, channels)
+    if not good_files:
+        raise DataError(f"none of the {len(files)} images under {root} could be read")
+    dataset = FolderDataset(good_files, good_labels, size, channels, cfg.on_bad_image)
     return Data("image", shape, len(classes), dataset=dataset, class_names=classes)

@@ -61,25 +61,43 @@ def _load(cfg: DictConfig) -> Data:
     cls = getattr(torchvision.datasets, cls_name)
     root = os.path.expanduser(str(cfg.root))
     where = os.path.join(root, folder)
+    train = cfg.split == "train"
+    get = (
+        f"Put the files ({files}, uncompressed) in {where}, or point data.root at a folder "
+        f"that has them (data.root=PATH, or the GAN_CLI_DATA environment variable). "
+        f"`make demo` trains on generated data and needs no download."
+    )
     try:
-        ds = cls(root, train=cfg.split == "train", download=bool(cfg.download))
-    except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, ValueError...
-        how = (
-            "the download failed (no network?)"
-            if cfg.download
-            else "the files are missing and data.download=false"
-        )
-        raise DataError(
-            f"could not load {cfg.name} from {where}: {how}: {err}\n"
-            f"Put the files ({files}, uncompressed) in {where}, or point data.root at a folder "
-            f"that has them (data.root=PATH, or the GAN_CLI_DATA environment variable). "
-            f"`make demo` trains on generated data and needs no download."
-        ) from err
+        ds = cls(root, train=train, download=False)
+    except Exception as err:  # torchvision raises RuntimeError, ValueError... for files it cannot use
+        if not (isinstance(err, RuntimeError) and "not found" in str(err).lower()):
+            raise DataError(
+                f"could not read {cfg.name} from {where}: the files there are truncated or corrupt ({err}).\n"
+                f"Delete them and run again with data.download=true to fetch fresh copies, or replace them. "
+                + get
+            ) from err
+        damaged = " (or its files failed their checksum)" if "corrupt" in str(err).lower() else ""
+        if not cfg.download:
+            raise DataError(
+                f"{cfg.name} was not found in {where}{damaged} and data.download=false.\n"
+                f"Run once with data.download=true (needs the internet), or copy the files there. " + get
+            ) from err
+        try:
+            ds = cls(root, train=train, download=True)
+        except Exception as down:  # URLError, OSError, RuntimeError("Error downloading ...")
+            raise DataError(
+                f"could not download {cfg.name} into {where} (no network?): {down}\n" + get
+            ) from down
     data = ds.data
     images = torch.from_numpy(np.ascontiguousarray(data)) if isinstance(data, np.ndarray) else data
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     images = resize_uint8(images.contiguous(), int(cfg.image_size))
     labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+    if len(labels) != len(images):
+        raise DataError(
+            f"{cfg.name} in {where} has {len(images)} images but {len(labels)} labels: a file is truncated "
+            "or from another release. Delete the files and download them again (data.download=true)"
+        )
     return Data(
         kind="image",
         shape=tuple(images.shape[1:]),

@@ -24,6 +24,18 @@ def build_models(cfg: DictConfig, data: Data) -> tuple[nn.Module, nn.Module]:
     return MODELS.get(cfg.name)(cfg, data)
 
 
+# model name -> a check of the whole config (e.g. image sizes it can build), run before any work
+CONFIG_CHECKS: dict[str, Callable[[DictConfig], None]] = {}
+
+
+def check_model_config(cfg: DictConfig) -> None:
+    """Refuse a model the data cannot feed, before data are loaded or downloaded."""
+    MODELS.get(cfg.model.name)  # an unknown name fails here, with the known ones listed
+    check = CONFIG_CHECKS.get(cfg.model.name)
+    if check is not None:
+        check(cfg)
+
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": lambda: nn.LeakyReLU(0.2),

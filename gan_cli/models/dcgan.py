@@ -17,7 +17,7 @@ from torch import nn
 from gan_cli.config import store_schema
 from gan_cli.datasets import Data
 from gan_cli.errors import ConfigError
-from gan_cli.models import MODELS
+from gan_cli.models import CONFIG_CHECKS, MODELS
 
 
 @dataclass
@@ -97,6 +97,16 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x).flatten()
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Image data of a size DCGAN can build, known from the config alone."""
+    if "image_size" not in cfg.data:
+        raise ConfigError(f"model=dcgan needs image data, not data={cfg.data.name}; use model=mlp")
+    base_and_depth(int(cfg.data.image_size))
+
+
+CONFIG_CHECKS["dcgan"] = check_config
 
 
 @MODELS.register("dcgan")

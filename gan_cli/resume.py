@@ -1,0 +1,294 @@
+"""Resuming a run: which checkpoint to continue, whether its config still fits, and where to write.
+
+`trainer.resume=auto` looks for the newest run with the same config in the output folder;
+`trainer.resume=PATH` takes a checkpoint file or a run directory. A resumed run keeps writing in the
+run directory it continues (TensorBoard, metrics.jsonl, samples, checkpoints), so it reads as one run;
+the fresh directory Hydra made for this invocation is folded into it and removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gan_cli import checkpoint as ckpt
+from gan_cli.errors import CheckpointError
+
+log = logging.getLogger("gan_cli")
+
+# Keys a resumed run may change without changing what is trained: limits, logging, paths and
+# speed switches. A key listed here covers every key below it (`logger` covers `logger.log_every`).
+SAFE_KEYS = (
+    "output_dir",
+    "logger",
+    "trainer.steps",
+    "trainer.epochs",
+    "trainer.max_minutes",
+    "trainer.resume",
+    "trainer.resume_force",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "trainer.device",
+    "trainer.on_nan",
+    "trainer.compile",
+    "trainer.cuda_graphs",
+    "trainer.channels_last",
+    "trainer.cudnn_benchmark",
+    "trainer.tf32",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "data.in_memory",
+    "data.max_memory_mb",
+)
+ABSENT = "<absent>"
+SEARCH_DEPTH = 5  # folder levels below the output root searched by resume=auto
+
+
+def is_safe(key: str) -> bool:
+    return any(key == safe or key.startswith(safe + ".") for safe in SAFE_KEYS)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The keys outside SAFE_KEYS whose values differ: (key, checkpoint's value, this run's value)."""
+    old, new = flatten(saved), flatten(now)
+    diffs = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key, ABSENT), new.get(key, ABSENT)
+        if a != b and not is_safe(key):
+            diffs.append((key, a, b))
+    return diffs
+
+
+def describe(diffs: list[tuple[str, Any, Any]]) -> str:
+    return "; ".join(f"{key}: {a!r} in the checkpoint, {b!r} now" for key, a, b in diffs)
+
+
+@dataclass
+class ResumePoint:
+    """The checkpoint a run continues from."""
+
+    path: Path  # the checkpoint file
+    state: dict[str, Any]  # its contents
+    run_dir: Path | None  # the run directory it belongs to; None when the file is outside one
+
+
+def run_dir_of(path: Path) -> Path | None:
+    """RUN/checkpoints/x.pt -> RUN; a file anywhere else belongs to no run directory."""
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def load_run(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The newest readable checkpoint of a run: last.pt, else its numbered ones, newest first."""
+    folder = run_dir / "checkpoints"
+    candidates = [folder / "last.pt", *reversed(ckpt.numbered(folder))]
+    first_error: CheckpointError | None = None
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            return path, ckpt.load(path)
+        except CheckpointError as err:
+            log.warning("%s", err)
+            first_error = first_error or err
+    if first_error is not None:
+        raise first_error
+    raise CheckpointError(
+        f"{run_dir} holds no checkpoint (no checkpoints/last.pt or checkpoints/step_*.pt); "
+        "give a run directory of gan-train or a .pt file"
+    )
+
+
+def check_config(path: Path, state: dict[str, Any], now: dict[str, Any], force: bool) -> None:
+    diffs = config_diff(state.get("config") or {}, now)
+    if not diffs:
+        return
+    if force:
+        log.warning("resuming from %s with a changed config (resume_force): %s", path, describe(diffs))
+        return
+    raise CheckpointError(
+        f"refusing to resume from {path}: the config differs in {len(diffs)} key(s) that change what is "
+        f"trained: {describe(diffs)}. Run with the checkpoint's values, or pass trainer.resume_force=true "
+        f"to resume anyway. Keys that may change freely: {', '.join(SAFE_KEYS)}"
+    )
+
+
+def search_root(output_dir: Path) -> Path:
+    """Where resume=auto looks: the fixed part of Hydra's run-directory pattern (outputs/ by default).
+
+    Without Hydra (train() called from Python), only the output directory itself.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+        from omegaconf import OmegaConf
+
+        hc = HydraConfig.get()
+        node = hc.sweep if hc.mode == RunMode.MULTIRUN else hc.run
+        pattern = str(OmegaConf.to_container(node, resolve=False)["dir"])  # type: ignore[index,call-overload]
+    except (ValueError, ImportError, KeyError):
+        return output_dir
+    fixed = pattern.split("${", 1)[0]
+    if fixed == pattern:
+        return Path(pattern).expanduser().absolute()
+    return Path(fixed.rsplit("/", 1)[0] if "/" in fixed else ".").expanduser().absolute()
+
+
+def run_dirs(root: Path) -> Iterator[Path]:
+    """Folders under `root` (and root itself) that hold checkpoints/last.pt, without descending into runs."""
+    if not root.is_dir():
+        return
+    top = len(root.parts)
+    for folder, subdirs, _ in os.walk(root):
+        here = Path(folder)
+        if (here / "checkpoints" / "last.pt").is_file():
+            subdirs[:] = []
+            yield here.absolute()
+        elif len(here.parts) - top >= SEARCH_DEPTH:
+            subdirs[:] = []
+        else:
+            subdirs[:] = [d for d in subdirs if d not in ("tb", "samples", ".hydra", "checkpoints")]
+
+
+def find_auto(output_dir: Path, now: dict[str, Any]) -> ResumePoint | None:
+    """The newest run under the search root whose config matches this one (safe keys aside)."""
+    root = search_root(output_dir)
+    found = sorted(run_dirs(root), key=lambda d: (d / "checkpoints" / "last.pt").stat().st_mtime)
+    found.reverse()  # newest first
+    differing = 0
+    for run in found:
+        last = run / "checkpoints" / "last.pt"
+        try:
+            saved = ckpt.load(last, mmap=True).get("config") or {}
+        except CheckpointError as err:
+            log.warning("resume=auto: skipping %s: %s", run, err)
+            continue
+        if config_diff(saved, now):
+            differing += 1
+            continue
+        path, state = load_run(run)
+        return ResumePoint(path, state, run)
+    more = f" ({differing} run(s) there have another config)" if differing else ""
+    log.info("resume=auto: no earlier run with this config under %s%s; starting afresh", root, more)
+    return None
+
+
+def resolve(spec: str | None, force: bool, output_dir: Path, now: dict[str, Any]) -> ResumePoint | None:
+    """What `trainer.resume` points at, checked against this run's resolved config `now`."""
+    if not spec:
+        return None
+    if str(spec) == "auto":
+        return find_auto(output_dir, now)
+    given = Path(str(spec)).expanduser()
+    if given.is_dir():
+        path, state = load_run(given)
+    elif given.is_file():
+        path, state = given, ckpt.load(given)
+    else:
+        raise CheckpointError(
+            f"trainer.resume={spec}: no such checkpoint or run directory; give a .pt file, a run directory "
+            "(outputs/<date>/<time>_...), or auto"
+        )
+    check_config(path, state, now, force)
+    return ResumePoint(path, state, run_dir_of(path.absolute()))
+
+
+def check_compatible(point: ResumePoint, data_shape: tuple[int, ...], model_name: str) -> None:
+    """Refuse, with the file and the mismatch named, a checkpoint made for other data or another model."""
+    state = point.state
+    saved_shape = tuple(state.get("data_shape") or ())
+    saved_model = (state.get("config") or {}).get("model", {}).get("name")
+    problems = []
+    if saved_model is not None and saved_model != model_name:
+        problems.append(f"it holds model={saved_model}, this run builds model={model_name}")
+    if saved_shape and saved_shape != tuple(data_shape):
+        problems.append(
+            f"it was trained on data of shape {list(saved_shape)} (channels, height, width), "
+            f"this run's data has shape {list(data_shape)}"
+        )
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {point.path} does not fit this run: {'; '.join(problems)}. "
+            "Resume with the data and model it was made for, or start a new run"
+        )
+
+
+def continue_in(run_dir: Path | None, new_dir: Path) -> Path:
+    """Fold Hydra's fresh `new_dir` into `run_dir`, where the resumed run writes, and remove it.
+
+    This invocation's .hydra/ folder is kept as run_dir/.hydra/resumes/<name>/ and its log lines
+    go on in run_dir/train.log.
+    """
+    if run_dir is None or not run_dir.is_dir():
+        return new_dir
+    run_dir, new_dir = run_dir.absolute(), new_dir.absolute()
+    if run_dir == new_dir:
+        return run_dir
+    hydra_files = new_dir / ".hydra"
+    if hydra_files.is_dir():
+        target = run_dir / ".hydra" / "resumes" / (new_dir.name or time.strftime("%Y-%m-%d_%H-%M-%S"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(hydra_files), str(target))
+    _move_log_files(new_dir, run_dir)
+    if new_dir.is_dir():
+        try:
+            new_dir.rmdir()
+        except OSError:
+            log.info("kept %s: it holds files other than Hydra's", new_dir)
+    return run_dir
+
+
+def _move_log_files(old: Path, new: Path) -> None:
+    """Point the logging file handlers that write inside `old` at the same file names in `new`."""
+    for handler in list(logging.getLogger().handlers):
+        if not isinstance(handler, logging.FileHandler):
+            continue
+        current = Path(handler.baseFilename)
+        if current.parent != old:
+            continue
+        handler.acquire()
+        try:
+            handler.close()
+            target = new / current.name
+            with open(target, "a", encoding="utf-8") as dst:
+                dst.write(current.read_text(encoding="utf-8") if current.exists() else "")
+            current.unlink(missing_ok=True)
+            handler.baseFilename = str(target)
+            handler.mode = "a"
+            handler.stream = handler._open()
+        finally:
+            handler.release()
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run: the same overrides plus trainer.resume=RUN."""
+    overrides: list[str] = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")]
+    except ValueError:
+        pass
+    return shlex.join(["gan-train", *overrides, f"trainer.resume={run_dir}"])

@@ -1,0 +1,66 @@
+"""Run gan-train in this process and SIGKILL it at a chosen moment (used by the crash tests).
+
+KILL_AT=log:K      right after the scalars of step K are written
+KILL_AT=write:N    halfway through writing the Nth checkpoint's temporary file
+KILL_AT=replace:N  after the Nth checkpoint's temporary file is complete, before it is renamed
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+from typing import Any
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main() -> None:
+    kind, _, n_text = os.environ["KILL_AT"].partition(":")
+    n = int(n_text)
+    from gan_cli import checkpoint, logger
+
+    if kind == "log":
+        scalars = logger.RunLogger.scalars
+
+        def log_then_die(self: Any, step: int, values: dict[str, float], epoch: float | None = None) -> None:
+            scalars(self, step, values, epoch)
+            if step == n:
+                die()
+
+        logger.RunLogger.scalars = log_then_die  # type: ignore[method-assign]
+    else:
+        calls = 0
+        save, replace = checkpoint.torch.save, os.replace
+
+        def half_save(obj: Any, f: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if kind == "write" and calls == n:
+                buf = io.BytesIO()
+                save(obj, buf)
+                f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+                die()
+            save(obj, f)
+
+        def replace_or_die(src: Any, dst: Any) -> None:
+            if kind == "replace" and calls == n:
+                die()
+            replace(src, dst)
+
+        checkpoint.torch.save = half_save  # type: ignore[assignment]
+        checkpoint.os.replace = replace_or_die  # type: ignore[assignment]
+
+    from gan_cli.cli import train_main
+
+    sys.argv = ["gan-train", *sys.argv[1:]]
+    train_main()
+
+
+if __name__ == "__main__":
+    main()
