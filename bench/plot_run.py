@@ -43,7 +43,9 @@ def plot(records: list[dict], tags: list[str], out: Path, size: tuple[int, int] 
     for i, tag in enumerate(tags):
         colour = COLOURS[i % len(COLOURS)]
         draw.line([xy(r["step"], r[tag]) for r in records], fill=colour, width=2)
-        draw.text((left + 10 + 90 * i, top + 5), tag, fill=colour)
+        legend_x = width - right - 80 * (len(tags) - i)  # the legend sits under the plot, right
+        draw.line([legend_x, height - 8, legend_x + 15, height - 8], fill=colour, width=2)
+        draw.text((legend_x + 20, height - 14), tag, fill=colour)
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
 
