@@ -26,6 +26,8 @@ from gan_cli import checkpoint as ckpt
 from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
+from gan_cli.ema import EMA
+from gan_cli.evaluation import Evaluator, grid_labels
 from gan_cli.errors import CheckpointError, GanCliError
 from gan_cli.logger import RunLogger, parse_override_value
 from gan_cli.losses import Loss, build_loss
@@ -94,6 +96,12 @@ class Parts:
     amp_dtype: torch.dtype | None
     z_dim: int
     channels_last: bool
+    ema: EMA | None = None  # moving average of G's weights, updated after each G step
+
+    @property
+    def G_eval(self) -> nn.Module:
+        """The generator samples and metrics use: the moving average when there is one."""
+        return self.ema.model if self.ema is not None else self.G
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -152,6 +160,8 @@ def train_step(p: Parts, batches: list[Batch]) -> torch.Tensor:
             p, real, y, keep_graph=i == len(batches) - 1
         )
     loss_g, norm_g = g_update(p, fake, y)
+    if p.ema is not None:
+        p.ema.update()
     return torch.stack([loss_d, loss_g, score_real, score_fake, norm_d, norm_g, *pen])
 
 
@@ -190,16 +200,22 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 
 def sample_picture(
-    p: Parts, fixed_z: torch.Tensor, data: Data, real_points: torch.Tensor | None
+    p: Parts,
+    fixed_z: torch.Tensor,
+    data: Data,
+    real_points: torch.Tensor | None,
+    fixed_y: torch.Tensor | None = None,
+    nrow: int | None = None,
 ) -> torch.Tensor:
-    p.G.eval()
+    G = p.G_eval
+    G.eval()
     with torch.no_grad(), p.autocast():
-        fake = p.G(fixed_z)
+        fake = G(fixed_z, fixed_y)
     p.G.train()
     if data.kind == "points":
         assert real_points is not None
         return scatter_plot(fake, real_points)
-    return image_grid(fake)
+    return image_grid(fake, nrow)
 
 
 def checkpoint_state(
@@ -213,6 +229,8 @@ def checkpoint_state(
         "data_shape": list(batches.data.shape),
         "G": G.state_dict(),
         "D": D.state_dict(),
+        **({"G_ema": p.ema.state_dict()} if p.ema is not None else {}),
+        "num_classes": batches.data.num_classes,
         "opt_G": p.opt_g.state_dict(),
         "opt_D": p.opt_d.state_dict(),
         "scaler": p.scaler.state_dict(),
@@ -245,6 +263,8 @@ def restore(state: dict[str, Any], path: Path, G: nn.Module, D: nn.Module, p: Pa
             f"checkpoint {path} does not match this model (another architecture, width or image size?): "
             f"{str(err).splitlines()[0]} ... see the config saved in the checkpoint's run folder"
         ) from err
+    if p.ema is not None and "G_ema" in state:
+        p.ema.load_state_dict(state["G_ema"])
     p.opt_g.load_state_dict(state["opt_G"])
     p.opt_d.load_state_dict(state["opt_D"])
     p.scaler.load_state_dict(state["scaler"])
@@ -288,10 +308,16 @@ def train(
         amp_dtype=amp_dtype,
         z_dim=int(cfg.model.z_dim),
         channels_last=channels_last,
+        ema=EMA(G, float(cfg.model.ema_decay)) if cfg.model.get("ema_decay", 0) else None,
     )
+    evaluator = Evaluator(cfg, data, device, t_cfg.seed + 2)
     n_critic = int(cfg.loss.n_critic)
     total = total_steps(t_cfg, batches.per_epoch, n_critic)
     n_fixed = SCATTER_POINTS if data.kind == "points" else int(l_cfg.num_samples)
+    fixed_y, nrow = None, None
+    if cfg.model.get("conditional", False):  # one row per class
+        fixed_y, nrow = grid_labels(n_fixed, data.num_classes)
+        n_fixed, fixed_y = len(fixed_y), fixed_y.to(device)
     fixed_z = torch.randn(n_fixed, p.z_dim, generator=torch.Generator().manual_seed(t_cfg.seed + 1)).to(
         device
     )
@@ -315,12 +341,12 @@ def train(
         progress=str(l_cfg.progress),
         print_every_s=float(l_cfg.print_every_s),
     )
-    logger.hparams(run_hparams(cfg), stat_names[:4])
+    logger.hparams(run_hparams(cfg), stat_names[:4] + [f"metrics/{n}" for n in evaluator.names])
     if step == 0:
         logger.image("samples/real", real_picture(data, batches, int(l_cfg.num_samples), real_points), 0)
 
     def sample(at: int) -> None:
-        picture = sample_picture(p, fixed_z, data, real_points)
+        picture = sample_picture(p, fixed_z, data, real_points, fixed_y, nrow)
         save_png(picture, out / "samples" / f"step_{at:06d}.png")
         logger.image("samples/fake", picture, at)
 
@@ -360,6 +386,18 @@ def train(
         last = vals
         return vals
 
+    scores: dict[str, float] = {}
+    evaluated_at = -1
+
+    def evaluate(at: int) -> None:
+        """Metrics of the generator samples come from; its time is kept out of the throughput figure."""
+        nonlocal t_window, evaluated_at
+        t0 = time.perf_counter()
+        scores.update(evaluator(p.G_eval))
+        logger.scalars(at, scores)
+        t_window += time.perf_counter() - t0
+        evaluated_at = at
+
     try:
         while (total is None or step < total) and time.perf_counter() < deadline:
             reals = [batches.next() for _ in range(n_critic)]
@@ -378,14 +416,19 @@ def train(
                 if not values:
                     flush(step)
                 checkpoint(step)
+            if evaluator and l_cfg.eval_every and step % l_cfg.eval_every == 0:
+                evaluate(step)
         final = flush(step) if n_acc else last
         sample(step)
         checkpoint(step)
+        if evaluator and evaluated_at != step:
+            evaluate(step)
     finally:
         logger.close()
     wall = time.perf_counter() - t_start
     result = {
         **final,
+        **{k.removeprefix("metrics/"): v for k, v in scores.items()},
         "step": step,
         "epoch": batches.epochs_done,
         "wall_s": wall,
