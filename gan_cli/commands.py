@@ -171,6 +171,36 @@ def evaluate_run(argv: list[str]) -> dict[str, Any]:
     return record
 
 
+@dataclass
+class ClassifierArgs:
+    root: str = "./data"  # folder holding the data set in torchvision's layout
+    image_size: int = 28  # resolution (use the generator's: its images are resized to this)
+    epochs: int = 2  # passes over the training split
+    seed: int = 0  # seeds the initialisation and the batch order
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    out: str | None = None  # file written (default: the cache, where the classifier metrics look)
+
+
+def classifier(argv: list[str]) -> dict[str, Any]:
+    from gan_cli.metrics.classifier import train_classifier
+
+    usage = "gan-classifier mnist|fashion_mnist|cifar10 [root=./data] [image_size=28] [epochs=2]"
+    dataset, args = parse_args(argv, ClassifierArgs, usage)
+    if dataset not in ("mnist", "fashion_mnist", "cifar10"):
+        raise ConfigError(f"no domain classifier for {dataset!r}; allowed: mnist, fashion_mnist, cifar10")
+    result = train_classifier(
+        dataset,
+        str(args.root),
+        int(args.image_size),
+        resolve_device(args.device),
+        epochs=int(args.epochs),
+        seed=int(args.seed),
+        out=args.out,
+    )
+    print(f"{dataset}: test accuracy {result['test_accuracy']:.4f}, saved to {result['path']}")
+    return result
+
+
 def _main(fn: Any) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
@@ -186,3 +216,7 @@ def sample_main() -> None:
 
 def eval_main() -> None:
     _main(evaluate_run)
+
+
+def classifier_main() -> None:
+    _main(classifier)
