@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,9 @@ class EvalArgs:
     seed: int = 0  # seeds the noise
     ema: bool = True  # use the moving-average generator when the checkpoint has one
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    data: dict[str, Any] = field(default_factory=dict)  # overrides of the run's data config, e.g. data.root=PATH
+    data: dict[str, Any] = field(
+        default_factory=dict
+    )  # overrides of the run's data config, e.g. data.root=PATH
 
 
 def parse_args(argv: list[str], schema: type, usage: str) -> tuple[str, DictConfig]:
@@ -60,7 +62,7 @@ def parse_args(argv: list[str], schema: type, usage: str) -> tuple[str, DictConf
     try:
         args = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(argv[1:]))
     except OmegaConfBaseException as err:
-        known = ", ".join(schema.__dataclass_fields__)
+        known = ", ".join(f.name for f in fields(schema))
         raise ConfigError(f"{str(err).splitlines()[0]}; known settings: {known}") from err
     assert isinstance(args, DictConfig)
     return argv[0], args
@@ -86,7 +88,10 @@ def _labels(args: DictConfig, n: int, num_classes: int) -> torch.Tensor | None:
 
 @torch.no_grad()
 def sample(argv: list[str]) -> Path:
-    usage = "gan-sample RUN_DIR_OR_CHECKPOINT [n=64] [out=grid.png] [format=png|npz] [label=K] [interpolate=true] [seed=0]"
+    usage = (
+        "gan-sample RUN_DIR_OR_CHECKPOINT [n=64] [out=grid.png] [format=png|npz] [label=K] "
+        "[interpolate=true] [seed=0]"
+    )
     run, args = parse_args(argv, SampleArgs, usage)
     if args.format not in ("png", "npz"):
         raise ConfigError(f"format={args.format!r} is not valid; allowed: png, npz")
@@ -110,32 +115,46 @@ def sample(argv: list[str]) -> Path:
         if num_classes and labels is None:
             labels = (torch.arange(rows) % num_classes).repeat_interleave(nrow)
         labels = labels[: len(z)] if labels is not None else None
-        images = torch.cat([to_uint8(G(c.to(device), None if y is None else y.to(device))) for c, y in _chunks(z, labels)])
+        images = torch.cat(
+            [to_uint8(G(c.to(device), None if y is None else y.to(device))) for c, y in _chunks(z, labels)]
+        )
     else:
         if num_classes and labels is None:
-            labels, nrow = grid_labels(n, num_classes) if args.format == "png" else (balanced_labels(n, num_classes), None)
-        images = generate(G, len(labels) if labels is not None else n, z_dim, device, labels=labels, seed=int(args.seed))
+            labels, nrow = (
+                grid_labels(n, num_classes)
+                if args.format == "png"
+                else (balanced_labels(n, num_classes), None)
+            )
+        images = generate(
+            G, len(labels) if labels is not None else n, z_dim, device, labels=labels, seed=int(args.seed)
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.format == "npz":
         arrays = {"images": images.permute(0, 2, 3, 1).numpy()}
         if labels is not None:
             arrays["labels"] = labels.numpy()
-        np.savez_compressed(out, **arrays)
+        np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
     else:
         save_png(image_grid(images.float().div(127.5).sub(1), nrow), out)
     log.info("wrote %d images to %s", len(images), out)
     return out
 
 
-def _chunks(z: torch.Tensor, labels: torch.Tensor | None, size: int = 500) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+def _chunks(
+    z: torch.Tensor, labels: torch.Tensor | None, size: int = 500
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     return [
-        (z[i : i + size], labels[i : i + size] if labels is not None else None) for i in range(0, len(z), size)
+        (z[i : i + size], labels[i : i + size] if labels is not None else None)
+        for i in range(0, len(z), size)
     ]
 
 
 def evaluate_run(argv: list[str]) -> dict[str, Any]:
-    usage = "gan-eval RUN_DIR_OR_CHECKPOINT [metrics=[fid,kid,classifier]] [n=10000] [reference=test] [out=FILE.json]"
+    usage = (
+        "gan-eval RUN_DIR_OR_CHECKPOINT [metrics=[fid,kid,classifier]] [n=10000] [reference=test] "
+        "[out=FILE.json] [data.root=PATH]"
+    )
     run, args = parse_args(argv, EvalArgs, usage)
     if args.n < 2 or args.real < 2:
         raise ConfigError("n= and real= must be at least 2")
@@ -144,6 +163,7 @@ def evaluate_run(argv: list[str]) -> dict[str, Any]:
     if len(state["data_shape"]) != 3:
         raise ConfigError(f"{run} was trained on points; gan-eval measures image generators")
     data_cfg = OmegaConf.merge(cfg.data, args.data)
+    assert isinstance(data_cfg, DictConfig)
     num_classes = int(state.get("num_classes", 0)) if cfg.model.get("conditional", False) else 0
     labels = balanced_labels(int(args.n), num_classes) if num_classes else None
     real = real_set(data_cfg, str(args.reference), int(args.real))

@@ -26,8 +26,8 @@ class EMA:
         self.decay = decay
         device = next(G.parameters()).device
         self.num_updates = torch.zeros((), device=device)
-        self._src = list(G.parameters())
-        self._dst = list(self.model.parameters())
+        self._src: list[torch.Tensor] = list(G.parameters())
+        self._dst: list[torch.Tensor] = list(self.model.parameters())
         self._src_buf = [b for b in G.buffers() if b.is_floating_point()]
         self._dst_buf = [b for b in self.model.buffers() if b.is_floating_point()]
 
@@ -36,7 +36,8 @@ class EMA:
         """ema <- ema + (1 - decay_t) (G - ema); buffers (batch-norm statistics) are copied."""
         self.num_updates.add_(1)
         decay_t = torch.clamp((1 + self.num_updates) / (10 + self.num_updates), max=self.decay)
-        torch._foreach_lerp_(self._dst, self._src, 1 - decay_t)
+        weights = [1 - decay_t] * len(self._dst)  # device tensors, never read on the host
+        torch._foreach_lerp_(self._dst, self._src, weights)
         if self._dst_buf:
             torch._foreach_copy_(self._dst_buf, self._src_buf)
 

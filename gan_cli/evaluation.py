@@ -49,7 +49,11 @@ class Evaluator:
                 "Set logger.metrics=[]"
             )
         self.data_cfg, self.device, self.seed = cfg.data, device, seed
-        self.n, self.n_real, self.split = int(lg.eval_images), int(lg.eval_real_images), str(lg.eval_reference)
+        self.n, self.n_real, self.split = (
+            int(lg.eval_images),
+            int(lg.eval_real_images),
+            str(lg.eval_reference),
+        )
         self.num_classes = data.num_classes if bool(cfg.model.get("conditional", False)) else 0
         self.z_dim = int(cfg.model.z_dim)
         self._real: RealSet | None = None

@@ -27,8 +27,8 @@ from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
 from gan_cli.ema import EMA
-from gan_cli.evaluation import Evaluator, grid_labels
 from gan_cli.errors import CheckpointError, GanCliError
+from gan_cli.evaluation import Evaluator, grid_labels
 from gan_cli.logger import RunLogger, parse_override_value
 from gan_cli.losses import Loss, build_loss
 from gan_cli.models import build_models

@@ -62,13 +62,18 @@ def test_trained_classifier_is_accurate_and_saved(trained: tuple[Path, dict]) ->
     assert saved["num_classes"] == 10 and saved["test_accuracy"] == result["test_accuracy"]
 
 
-def test_classifier_metrics_catch_mode_collapse(trained: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_classifier_metrics_catch_mode_collapse(
+    trained: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, result = trained
     monkeypatch.setenv("GAN_CLI_CACHE", str(Path(result["path"]).parent.parent))
-    from gan_cli.metrics.reference import real_set
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"name": "mnist", "root": str(root), "download": False, "split": "train", "image_size": 28})
+    from gan_cli.metrics.reference import real_set
+
+    cfg = OmegaConf.create(
+        {"name": "mnist", "root": str(root), "download": False, "split": "train", "image_size": 28}
+    )
     real = real_set(cfg, "test", 300)
     train = real_set(cfg, "train", 2000)
     one_class = train.images[train.labels == 4][:200]  # type: ignore[index]

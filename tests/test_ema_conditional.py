@@ -47,7 +47,9 @@ def test_ema_follows_the_formula_with_ramp_up() -> None:
 @pytest.mark.parametrize("name", ["mlp", "dcgan"])
 def test_conditional_models_use_the_label(name: str) -> None:
     with initialize_config_module("gan_cli.configs", version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={name}", "model.conditional=true", "model.spectral_norm=true"])
+        cfg = compose(
+            "train", overrides=[f"model={name}", "model.conditional=true", "model.spectral_norm=true"]
+        )
     G, D = build_models(cfg.model, Data("image", (1, 28, 28), 10))
     z = torch.randn(4, cfg.model.z_dim)
     G.eval()

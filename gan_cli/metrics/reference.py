@@ -39,7 +39,9 @@ def cached_features(
     path = folder / f"{real.key}-{extractor.name}.npy"
     if path.is_file():
         return np.load(path)
-    log.info("computing %s features of %d real images (once; cached in %s)", extractor.name, len(real.images), path)
+    log.info(
+        "computing %s features of %d real images (once; cached in %s)", extractor.name, len(real.images), path
+    )
     feats = extract(extractor, real.images, device)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
@@ -55,6 +57,7 @@ def real_set(data_cfg: DictConfig, split: str, n: int) -> RealSet:
     if split not in ("train", "test"):
         raise ConfigError(f"the reference split {split!r} is not valid; allowed: train, test")
     cfg = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))
+    assert isinstance(cfg, DictConfig)
     if "split" in cfg:
         cfg.split = split
     data = build_data(cfg)

@@ -23,7 +23,9 @@ from gan_cli.registry import Registry, import_submodules
 class ModelOptions:
     """Settings every architecture has (its own schema extends this)."""
 
-    ema_decay: float = 0.999  # decay of the moving average of G's weights used for samples and metrics (0: off)
+    ema_decay: float = (
+        0.999  # decay of the moving average of G's weights used for samples and metrics (0: off)
+    )
     conditional: bool = False  # G takes a class label (embedding), D scores it with a projection head
     spectral_norm: bool = False  # spectral normalisation on D's layers (it replaces D's batch norm)
 
@@ -55,7 +57,7 @@ def with_label(z: torch.Tensor, y: torch.Tensor | None, embed: nn.Embedding | No
 
 
 def projection(embed: nn.Embedding | None, y: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor:
-    """The projection discriminator's class term <embed(y), phi(x)> (Miyato & Koyama, 2018); 0 if unconditional.
+    """The projection discriminator's class term <embed(y), phi(x)> (Miyato & Koyama, 2018).
 
     Without labels (e.g. the gradient penalty's interpolates) only the unconditional part remains."""
     if embed is None or y is None:

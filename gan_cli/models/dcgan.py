@@ -91,7 +91,9 @@ class DCGANDiscriminator(nn.Module):
     """With `num_classes` the logit gains a projection term on the last feature map (flattened);
     with `spectral_norm` every layer is spectrally normalised and batch norm is left out."""
 
-    def __init__(self, width: int, channels: int, size: int, num_classes: int = 0, spectral_norm: bool = False):
+    def __init__(
+        self, width: int, channels: int, size: int, num_classes: int = 0, spectral_norm: bool = False
+    ):
         super().__init__()
         base, depth = base_and_depth(size)
         ch = width

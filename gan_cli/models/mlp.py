@@ -49,7 +49,13 @@ def _stack(sizes: list[int], act: str, last: nn.Module | None) -> nn.Sequential:
 
 class MLPGenerator(nn.Module):
     def __init__(
-        self, z_dim: int, hidden: list[int], act: str, shape: tuple[int, ...], squash: bool, num_classes: int = 0
+        self,
+        z_dim: int,
+        hidden: list[int],
+        act: str,
+        shape: tuple[int, ...],
+        squash: bool,
+        num_classes: int = 0,
     ):
         super().__init__()
         self.z_dim, self.shape = z_dim, shape
@@ -65,7 +71,12 @@ class MLPDiscriminator(nn.Module):
     """With `num_classes` the logit gains a projection term on the last hidden layer."""
 
     def __init__(
-        self, hidden: list[int], act: str, shape: tuple[int, ...], num_classes: int = 0, spectral_norm: bool = False
+        self,
+        hidden: list[int],
+        act: str,
+        shape: tuple[int, ...],
+        num_classes: int = 0,
+        spectral_norm: bool = False,
     ):
         super().__init__()
         self.net = _stack([math.prod(shape), *hidden, 1], act, None)
