@@ -265,6 +265,8 @@ def restore(state: dict[str, Any], path: Path, G: nn.Module, D: nn.Module, p: Pa
         ) from err
     if p.ema is not None and "G_ema" in state:
         p.ema.load_state_dict(state["G_ema"])
+    elif p.ema is not None:  # a checkpoint written without the average: start it from G
+        p.ema.model.load_state_dict(G.state_dict())
     p.opt_g.load_state_dict(state["opt_G"])
     p.opt_d.load_state_dict(state["opt_D"])
     p.scaler.load_state_dict(state["scaler"])
