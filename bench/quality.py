@@ -26,8 +26,8 @@ import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registrations)
 from gan_cli.evaluation import generator_from_checkpoint
-from gan_cli.metrics import Evaluation, evaluate
-from gan_cli.metrics.classifier import classifier_path, train_classifier
+from gan_cli.metrics import Evaluation, RealSet, evaluate
+from gan_cli.metrics.classifier import DEFAULT_EPOCHS, classifier_path, train_classifier
 from gan_cli.metrics.reference import generate, real_set
 from gan_cli.train import train
 
@@ -44,8 +44,10 @@ SETUPS = {
 }
 
 
-def measure(fake: torch.Tensor, data_cfg: Any, n_real: int, device: torch.device) -> dict[str, float]:
-    ev = Evaluation(fake=fake, real=real_set(data_cfg, "test", n_real), device=device)
+def measure(
+    fake: torch.Tensor, data_cfg: Any, n_real: int, device: torch.device, fake_set: RealSet | None = None
+) -> dict[str, float]:
+    ev = Evaluation(fake=fake, real=real_set(data_cfg, "test", n_real), device=device, fake_set=fake_set)
     return {k.removeprefix("metrics/"): v for k, v in evaluate(METRICS, ev).items()}
 
 
@@ -69,9 +71,9 @@ def main() -> None:
             {"name": name, "root": args.data, "download": False, "split": "train", "image_size": 28}
         )
         if not classifier_path(name, 28).is_file():
-            train_classifier(name, args.data, 28, device)
-        train_images = real_set(data_cfg, "train", args.n).images
-        floor = measure(train_images, data_cfg, args.n_real, device)
+            train_classifier(name, args.data, 28, device, epochs=DEFAULT_EPOCHS.get(name, 4))
+        train_set = real_set(data_cfg, "train", args.n)
+        floor = measure(train_set.images, data_cfg, args.n_real, device, fake_set=train_set)
         rows.append({"data": name, "what": f"real train images (floor), n={args.n}", **floor})
         for setup in args.setups:
             run_dir = out / f"{name}_{setup.split()[0]}"

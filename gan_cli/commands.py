@@ -76,6 +76,13 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
 
 
+def interpolation_noise(rows: int, steps: int, z_dim: int, gen: torch.Generator) -> torch.Tensor:
+    """(rows * steps, z_dim) noise: each row a spherical path between two random vectors."""
+    ends = torch.randn(2, rows, z_dim, generator=gen)
+    t = torch.linspace(0, 1, steps).repeat(rows)[:, None]
+    return slerp(ends[0].repeat_interleave(steps, 0), ends[1].repeat_interleave(steps, 0), t)
+
+
 def _labels(args: DictConfig, n: int, num_classes: int) -> torch.Tensor | None:
     if args.label is None:
         return None
@@ -107,11 +114,9 @@ def sample(argv: list[str]) -> Path:
     n, nrow = int(args.n), None
     labels = _labels(args, n, num_classes)
     if args.interpolate:
-        nrow = max(2, round(math.sqrt(n)))
+        nrow = max(2, round(math.sqrt(n)))  # images per path
         rows = max(1, n // nrow)
-        ends = torch.randn(2, rows, z_dim, generator=gen)
-        t = torch.linspace(0, 1, nrow).repeat(rows)[:, None]
-        z = slerp(ends[0].repeat_interleave(nrow, 0), ends[1].repeat_interleave(nrow, 0), t)
+        z = interpolation_noise(rows, nrow, z_dim, gen)
         if num_classes and labels is None:
             labels = (torch.arange(rows) % num_classes).repeat_interleave(nrow)
         labels = labels[: len(z)] if labels is not None else None
@@ -195,14 +200,14 @@ def evaluate_run(argv: list[str]) -> dict[str, Any]:
 class ClassifierArgs:
     root: str = "./data"  # folder holding the data set in torchvision's layout
     image_size: int = 28  # resolution (use the generator's: its images are resized to this)
-    epochs: int = 2  # passes over the training split
+    epochs: int | None = None  # passes over the training split (default: 2 for mnist, 4 otherwise)
     seed: int = 0  # seeds the initialisation and the batch order
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     out: str | None = None  # file written (default: the cache, where the classifier metrics look)
 
 
 def classifier(argv: list[str]) -> dict[str, Any]:
-    from gan_cli.metrics.classifier import train_classifier
+    from gan_cli.metrics.classifier import DEFAULT_EPOCHS, train_classifier
 
     usage = "gan-classifier mnist|fashion_mnist|cifar10 [root=./data] [image_size=28] [epochs=2]"
     dataset, args = parse_args(argv, ClassifierArgs, usage)
@@ -213,7 +218,7 @@ def classifier(argv: list[str]) -> dict[str, Any]:
         str(args.root),
         int(args.image_size),
         resolve_device(args.device),
-        epochs=int(args.epochs),
+        epochs=int(args.epochs) if args.epochs is not None else DEFAULT_EPOCHS.get(dataset, 4),
         seed=int(args.seed),
         out=args.out,
     )

@@ -51,6 +51,7 @@ class Evaluation:
     fake_labels: torch.Tensor | None = None  # the labels a conditional G was asked for
     feature_name: str = "inception"  # the extractor FID and KID use
     cache_dir: str | None = None  # where real-set features are stored (None: the default cache)
+    fake_set: RealSet | None = None  # set when the "generated" side is real images (the floor): cached too
     _memo: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
     def features(self, name: str, side: str) -> np.ndarray:
@@ -59,8 +60,10 @@ class Evaluation:
             from gan_cli.metrics.reference import cached_features, extract
 
             extractor = FEATURES.get(name)(self.device)
-            if side == "real":
-                self._memo[name, side] = cached_features(extractor, self.real, self.device, self.cache_dir)
+            if side == "real" or self.fake_set is not None:
+                images = self.real if side == "real" else self.fake_set
+                assert images is not None
+                self._memo[name, side] = cached_features(extractor, images, self.device, self.cache_dir)
             else:
                 self._memo[name, side] = extract(extractor, self.fake, self.device)
         return self._memo[name, side]
