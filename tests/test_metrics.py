@@ -124,6 +124,14 @@ def test_real_features_are_cached(mnist_root: Path, tmp_path: Path) -> None:
     assert after_first > before and RandomFeatures.calls == after_first  # the second read the file
     assert np.array_equal(first, second) and first.shape == (40, 64)
     assert [p.name for p in tmp_path.iterdir()] == [f"{test.key}-random_test.npy"]
+    # real images on the "generated" side (the floor of a benchmark) are cached under their own key
+    train = real_set(_mnist_cfg(mnist_root), "train", 40)
+    ev = Evaluation(
+        train.images, test, torch.device("cpu"), feature_name="random_test", cache_dir=str(tmp_path)
+    )
+    ev.fake_set = train
+    assert ev.features("random_test", "fake").shape == (40, 64)
+    assert (tmp_path / f"{train.key}-random_test.npy").is_file()
 
 
 def test_unknown_metric_names_the_known_ones() -> None:
