@@ -80,6 +80,10 @@ class LoggerConfig:
     tensorboard: bool = True  # write TensorBoard event files under tb/
     progress: str = "auto"  # auto | true | false: tqdm bar (auto: only on a terminal)
     print_every_s: float = 30.0  # seconds between summary lines when the bar is off
+    metrics: list[str] = field(default_factory=list)  # computed at each evaluation: fid | kid | classifier
+    eval_images: int = 5000  # generated images per evaluation
+    eval_reference: str = "test"  # test | train: the real split generated images are compared with
+    eval_real_images: int = 10000  # real images in that reference set (at most the split's size)
 
 
 @dataclass
@@ -140,6 +144,9 @@ def validate(cfg: DictConfig) -> None:
     _positive(lg.eval_every, "logger.eval_every", allow_zero=True)
     _positive(lg.num_samples, "logger.num_samples")
     _choice(str(lg.progress).lower(), ("auto", "true", "false"), "logger.progress")
+    _positive(lg.eval_images, "logger.eval_images")
+    _positive(lg.eval_real_images, "logger.eval_real_images")
+    _choice(str(lg.eval_reference), ("test", "train"), "logger.eval_reference")
     _choice(str(opt.fused).lower(), ("auto", "true", "false"), "optimizer.fused")
     for net in ("g", "d"):
         group = opt[net]

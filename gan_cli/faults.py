@@ -10,7 +10,7 @@ flag per step and keeps a copy of the weights and optimizer state to put back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -38,15 +38,22 @@ def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
 class StepUndo:
     """A copy of every tensor a training step changes, to put back when the step went bad."""
 
-    def __init__(self, modules: list[nn.Module], optimizers: list[torch.optim.Optimizer], scaler: object):
+    def __init__(
+        self,
+        modules: list[nn.Module],
+        optimizers: list[torch.optim.Optimizer],
+        scaler: object,
+        extra: Sequence[torch.Tensor] = (),
+    ):
         self.modules, self.optimizers, self.scaler = modules, optimizers, scaler
+        self.extra = list(extra)  # other tensors a step changes (the EMA's update count)
         self._live: list[torch.Tensor] = []
         self._copies: list[torch.Tensor] = []
         self._had_state: list[set[int]] = []
         self._scaler_state: dict[str, object] | None = None
 
     def _tensors(self) -> list[torch.Tensor]:
-        live = [t for m in self.modules for t in (*m.parameters(), *m.buffers())]
+        live = [t for m in self.modules for t in (*m.parameters(), *m.buffers())] + self.extra
         for opt in self.optimizers:
             for state in opt.state.values():
                 live.extend(v for v in state.values() if isinstance(v, torch.Tensor))

@@ -67,6 +67,8 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
+            if start_step > 0:
+                _sort_after_existing(out_dir / "tb")
             self.writer = SummaryWriter(
                 str(out_dir / "tb"), purge_step=start_step + 1 if start_step > 0 else None
             )
@@ -152,3 +154,18 @@ class RunLogger:
         self._jsonl.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _sort_after_existing(tb: Path) -> None:
+    """Let a resumed run's event file sort after the run's earlier ones.
+
+    TensorBoard reads a run's event files in name order, and a name starts with the second its writer
+    was made (`events.out.tfevents.<second>.<host>.<pid>.<n>`): a resume within the same second as the
+    earlier writer could sort first and undo the purge of the steps it redoes. So wait out that second.
+    """
+    seconds = [
+        int(f.name.split(".")[3]) for f in tb.glob("events.out.tfevents.*") if f.name.split(".")[3].isdigit()
+    ]
+    wait = max(seconds, default=0) + 1 - time.time()
+    if 0 < wait <= 2:  # more would mean a clock that went backwards: nothing to wait for
+        time.sleep(wait)

@@ -28,7 +28,9 @@ from gan_cli import checkpoint as ckpt
 from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
+from gan_cli.ema import EMA
 from gan_cli.errors import CheckpointError, ConfigError
+from gan_cli.evaluation import Evaluator, grid_labels
 from gan_cli.fast import auto_precision, build_step, fused_by_default
 from gan_cli.faults import NanGuard, StepUndo
 from gan_cli.logger import parse_override_value
@@ -107,6 +109,7 @@ class Parts:
     z_dim: int
     channels_last: bool
     shard: tuple[int, int] = (0, 1)  # (this process, processes): its rows of each global batch
+    ema: EMA | None = None  # moving average of G's weights, updated after each G step
 
     def noise(self, n: int) -> torch.Tensor:
         """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
@@ -114,6 +117,11 @@ class Parts:
         rank, world = self.shard
         z = torch.randn(n * world, self.z_dim, device=self.device)
         return z[rank * n : (rank + 1) * n] if world > 1 else z
+
+    @property
+    def G_eval(self) -> nn.Module:
+        """The generator samples and metrics use: the moving average when there is one."""
+        return self.ema.model if self.ema is not None else self.G
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -172,6 +180,8 @@ def train_step(p: Parts, batches: list[Batch]) -> torch.Tensor:
             p, real, y, keep_graph=i == len(batches) - 1
         )
     loss_g, norm_g = g_update(p, fake, y)
+    if p.ema is not None:
+        p.ema.update()
     return torch.stack([loss_d, loss_g, score_real, score_fake, norm_d, norm_g, *pen])
 
 
@@ -210,16 +220,22 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 
 def sample_picture(
-    p: Parts, fixed_z: torch.Tensor, data: Data, real_points: torch.Tensor | None
+    p: Parts,
+    fixed_z: torch.Tensor,
+    data: Data,
+    real_points: torch.Tensor | None,
+    fixed_y: torch.Tensor | None = None,
+    nrow: int | None = None,
 ) -> torch.Tensor:
-    p.G.eval()
+    G = p.G_eval
+    G.eval()
     with torch.no_grad(), p.autocast():
-        fake = p.G(fixed_z)
+        fake = G(fixed_z, fixed_y)
     p.G.train()
     if data.kind == "points":
         assert real_points is not None
         return scatter_plot(fake, real_points)
-    return image_grid(fake)
+    return image_grid(fake, nrow)
 
 
 def checkpoint_state(
@@ -234,6 +250,8 @@ def checkpoint_state(
         "data_shape": list(batches.data.shape),
         "G": G.state_dict(),
         "D": D.state_dict(),
+        **({"G_ema": p.ema.state_dict()} if p.ema is not None else {}),
+        "num_classes": batches.data.num_classes,
         "opt_G": p.opt_g.state_dict(),
         "opt_D": p.opt_d.state_dict(),
         "scaler": p.scaler.state_dict(),
@@ -266,6 +284,10 @@ def restore(state: dict[str, Any], path: Path, G: nn.Module, D: nn.Module, p: Pa
             f"checkpoint {path} does not match this model (another architecture, width or image size?): "
             f"{str(err).splitlines()[0]} ... see the config saved in the checkpoint's run folder"
         ) from err
+    if p.ema is not None and "G_ema" in state:
+        p.ema.load_state_dict(state["G_ema"])
+    elif p.ema is not None:  # a checkpoint written without the average: start it from G
+        p.ema.model.load_state_dict(G.state_dict())
     try:
         p.opt_g.load_state_dict(state["opt_G"])
         p.opt_d.load_state_dict(state["opt_D"])
@@ -330,17 +352,27 @@ def train(
         z_dim=int(cfg.model.z_dim),
         channels_last=channels_last,
         shard=dist.shard,
+        ema=EMA(G, float(cfg.model.ema_decay)) if cfg.model.get("ema_decay", 0) else None,
     )
     step_fn = build_step(p, t_cfg.cuda_graphs, step_fn)  # eager, or captured once as a CUDA graph
+    evaluator = Evaluator(cfg, data, device, t_cfg.seed + 2)
     n_critic = int(cfg.loss.n_critic)
     total = total_steps(t_cfg, batches.per_epoch, n_critic)
     n_fixed = SCATTER_POINTS if data.kind == "points" else int(l_cfg.num_samples)
+    fixed_y, nrow = None, None
+    if cfg.model.get("conditional", False):  # one row per class
+        fixed_y, nrow = grid_labels(n_fixed, data.num_classes)
+        n_fixed, fixed_y = len(fixed_y), fixed_y.to(device)
     fixed_z = torch.randn(n_fixed, p.z_dim, generator=torch.Generator().manual_seed(t_cfg.seed + 1)).to(
         device
     )
     real_points = data.tensor[:SCATTER_POINTS] if data.kind == "points" and data.tensor is not None else None
 
-    undo = StepUndo([G, D], [p.opt_g, p.opt_d], p.scaler) if t_cfg.on_nan == "skip" else None
+    undo = None
+    if t_cfg.on_nan == "skip":  # everything a step changes, to put back when it goes bad
+        averaged = [p.ema.model] if p.ema is not None else []
+        counts = [p.ema.num_updates] if p.ema is not None else []
+        undo = StepUndo([G, D, *averaged], [p.opt_g, p.opt_d], p.scaler, counts)
     stat_names = BASE_STATS + [f"loss/{n}" for n in loss.penalty_names]
     guard = NanGuard(t_cfg.on_nan, stat_names, device, [G, D], undo, out / "checkpoints", dist.max)
 
@@ -366,14 +398,15 @@ def train(
         print_every_s=float(l_cfg.print_every_s),
     )
     if step == 0:
-        logger.hparams(run_hparams(cfg), [*stat_names[:4], "objective"])
+        metric_tags = [f"metrics/{n}" for n in evaluator.names]
+        logger.hparams(run_hparams(cfg), [*stat_names[:4], *metric_tags, "objective"])
     if step == 0 and dist.is_main:
         logger.image("samples/real", real_picture(data, batches, int(l_cfg.num_samples), real_points), 0)
 
     def sample(at: int) -> None:
         if not dist.is_main:
             return
-        picture = sample_picture(p, fixed_z, data, real_points)
+        picture = sample_picture(p, fixed_z, data, real_points, fixed_y, nrow)
         save_png(picture, out / "samples" / f"step_{at:06d}.png")
         logger.image("samples/fake", picture, at)
 
@@ -420,6 +453,20 @@ def train(
             return False
         return bool(dist.max(torch.tensor(float(stop.requested), device=device)).item())
 
+    scores: dict[str, float] = {}
+    evaluated_at = -1
+
+    def evaluate(at: int) -> None:
+        """Metrics of the generator samples come from (on the main process); kept out of images/s."""
+        nonlocal t_window, evaluated_at
+        evaluated_at = at
+        if not dist.is_main:
+            return
+        t0 = time.perf_counter()
+        scores.update(evaluator(p.G_eval))
+        logger.scalars(at, scores)
+        t_window += time.perf_counter() - t0
+
     try:
         while (total is None or step < total) and dist.before(deadline, time.perf_counter()):
             if stopping(step):
@@ -442,12 +489,19 @@ def train(
                 if not values:
                     flush(step)
                 checkpoint(step)
+            if evaluator and l_cfg.eval_every and step % l_cfg.eval_every == 0:
+                evaluate(step)
         # a signal during the final save below does not undo a finished run
         interrupted = (stop.signum or signal.SIGTERM) if stopped else None
         final = flush(step) if n_acc else last
         sample(step)
         checkpoint(step)
-        goal = objective.choose(final, lambda: objective.pixel_fd(G, data, p.z_dim, device, t_cfg.seed))
+        if evaluator and evaluated_at != step:
+            evaluate(step)
+        measured = {k.removeprefix("metrics/"): v for k, v in scores.items()}
+        goal = objective.choose(
+            measured, lambda: objective.pixel_fd(p.G_eval, data, p.z_dim, device, t_cfg.seed)
+        )
         logger.objective(goal[1], step)
     finally:
         stop.uninstall()
@@ -455,6 +509,7 @@ def train(
     wall = time.perf_counter() - t_start
     result = {
         **final,
+        **{k.removeprefix("metrics/"): v for k, v in scores.items()},
         "step": step,
         "epoch": batches.epochs_done,
         "wall_s": wall,

@@ -11,10 +11,11 @@ from gan_cli.errors import ConfigError
 from gan_cli.models import MODELS, build_models
 from gan_cli.models.dcgan import base_and_depth
 
+OPTIONS = {"ema_decay": 0.0, "conditional": False, "spectral_norm": False}  # every model's shared keys
 MODEL_CFGS = {
     "mlp": {"name": "mlp", "z_dim": 16, "g_hidden": [32], "d_hidden": [32], "g_activation": "relu",
-            "d_activation": "leaky_relu"},
-    "dcgan": {"name": "dcgan", "z_dim": 16, "g_width": 8, "d_width": 8},
+            "d_activation": "leaky_relu", **OPTIONS},
+    "dcgan": {"name": "dcgan", "z_dim": 16, "g_width": 8, "d_width": 8, **OPTIONS},
 }  # fmt: skip
 
 

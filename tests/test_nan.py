@@ -115,3 +115,22 @@ def test_cli_exits_non_zero_on_divergence(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stdout + res.stderr
     assert "stopped being finite at step" in res.stdout + res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_skip_also_undoes_the_moving_average(tmp_path: Path) -> None:
+    seen: list[tuple[float, dict[str, torch.Tensor]]] = []
+
+    def step(p: Parts, batches: list[Any]) -> torch.Tensor:
+        assert p.ema is not None, "the default model keeps a moving average of G"
+        seen.append((p.ema.num_updates.item(), {k: v.clone() for k, v in p.ema.model.state_dict().items()}))
+        stats = train_step(p, batches)
+        if len(seen) == 3:
+            stats = stats.clone()
+            stats[1] = float("nan")
+        return stats
+
+    train(make_cfg(tmp_path, "trainer.steps=5", "trainer.on_nan=skip"), step_fn=step)
+    assert [n for n, _ in seen] == [0, 1, 2, 2, 3], "the bad step's update count is taken back"
+    before, after = seen[2][1], seen[3][1]
+    assert all(torch.equal(before[k], after[k]) for k in before), "and so are the averaged weights"
+    assert not all(torch.equal(seen[1][1][k], before[k]) for k in before), "good steps move the average"

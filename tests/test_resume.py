@@ -3,6 +3,7 @@ test_kill_resume.py)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from gan_cli import checkpoint as ckpt
 from gan_cli import resume
 from gan_cli.errors import CheckpointError
+from gan_cli.logger import RunLogger
 from gan_cli.train import train
 from tests.runs import Crash, crash_after, load, logged, make_cfg, records, same_weights, tb_scalars
 
@@ -39,7 +41,7 @@ def mnist_base(root: Path) -> list[str]:
 def test_checkpoint_holds_the_full_state(tmp_path: Path) -> None:
     train(make_cfg(tmp_path, "trainer.steps=4", "trainer.checkpoint_every=2"))
     state = load(tmp_path)
-    assert {"G", "D", "opt_G", "opt_D", "scaler", "fixed_z", "config", "version"} <= state.keys()
+    assert {"G", "D", "G_ema", "opt_G", "opt_D", "scaler", "fixed_z", "config", "version"} <= state.keys()
     assert state["step"] == 4 and state["epoch"] > 0 and state["data_position"]["index"] > 0
     assert {"python", "numpy", "torch"} <= state["rng"].keys()
     assert state["config"]["trainer"]["steps"] == 4 and state["config"]["data"]["name"] == "gaussians"
@@ -72,6 +74,21 @@ def test_crash_then_resume_is_the_uninterrupted_run(
     steps = [s for s, _ in tb_scalars(broken)]
     assert steps == list(range(2, N + 1, 2)), "TensorBoard has each step once, in order"
     assert tb_scalars(broken) == tb_scalars(whole)
+
+
+def test_resumed_event_file_sorts_after_the_earlier_ones(tmp_path: Path) -> None:
+    # TensorBoard reads event files in name order; one made in the same second as the earlier file
+    # (here: a second later, from a host whose name sorts last) must still come after it.
+    tb = tmp_path / "tb"
+    tb.mkdir()
+    earlier = tb / f"events.out.tfevents.{int(time.time()) + 1}.zzzz.1.0"
+    earlier.write_bytes(b"")
+    logger = RunLogger(
+        tmp_path, start_step=4, total_steps=8, tensorboard=True, progress="false", print_every_s=30.0
+    )
+    logger.close()
+    names = sorted(f.name for f in tb.iterdir())
+    assert len(names) == 2 and names[0] == earlier.name
 
 
 def test_resume_from_a_numbered_checkpoint_file(tmp_path: Path) -> None:

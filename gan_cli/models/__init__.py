@@ -9,12 +9,69 @@ A builder takes the `model` config and the data's description and returns `(G, D
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from gan_cli.datasets import Data
 from gan_cli.registry import Registry, import_submodules
+
+
+@dataclass
+class ModelOptions:
+    """Settings every architecture has (its own schema extends this)."""
+
+    ema_decay: float = (
+        0.999  # decay of the moving average of G's weights used for samples and metrics (0: off)
+    )
+    conditional: bool = False  # G takes a class label (embedding), D scores it with a projection head
+    spectral_norm: bool = False  # spectral normalisation on D's layers (it replaces D's batch norm)
+
+
+LABEL_DIM = 32  # size of the label embedding a conditional G appends to its noise
+
+
+def label_embedding(num_classes: int, conditional: bool) -> nn.Embedding | None:
+    """G's label embedding, or None for an unconditional model; refuses unlabelled data."""
+    if not conditional:
+        return None
+    if num_classes < 2:
+        from gan_cli.errors import ConfigError
+
+        raise ConfigError(
+            "model.conditional=true needs a labelled data set (at least two classes, e.g. mnist, or an "
+            "image folder with one sub-folder per class); this one has none. Set model.conditional=false"
+        )
+    return nn.Embedding(num_classes, LABEL_DIM)
+
+
+def with_label(z: torch.Tensor, y: torch.Tensor | None, embed: nn.Embedding | None) -> torch.Tensor:
+    """The generator's input: the noise, with the label's embedding appended when conditional."""
+    if embed is None:
+        return z
+    if y is None:
+        raise ValueError("this generator is conditional: call it as G(z, labels)")
+    return torch.cat([z, embed(y)], dim=1)
+
+
+def projection(embed: nn.Embedding | None, y: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor:
+    """The projection discriminator's class term <embed(y), phi(x)> (Miyato & Koyama, 2018).
+
+    Without labels (e.g. the gradient penalty's interpolates) only the unconditional part remains."""
+    if embed is None or y is None:
+        return features.new_zeros(features.shape[0])
+    return (embed(y) * features).sum(1)
+
+
+def spectral_norm_all(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al., 2018) on every linear, convolution and embedding layer."""
+    for child in list(module.modules()):
+        if isinstance(child, (nn.Linear, nn.Conv2d, nn.Embedding)):
+            nn.utils.parametrizations.spectral_norm(child)
+    return module
+
 
 ModelBuilder = Callable[[DictConfig, Data], tuple[nn.Module, nn.Module]]
 MODELS: Registry[ModelBuilder] = Registry("model")

@@ -17,11 +17,20 @@ from torch import nn
 from gan_cli.config import store_schema
 from gan_cli.datasets import Data
 from gan_cli.errors import ConfigError
-from gan_cli.models import CONFIG_CHECKS, MODELS
+from gan_cli.models import (
+    CONFIG_CHECKS,
+    LABEL_DIM,
+    MODELS,
+    ModelOptions,
+    label_embedding,
+    projection,
+    spectral_norm_all,
+    with_label,
+)
 
 
 @dataclass
-class DCGANConfig:
+class DCGANConfig(ModelOptions):
     name: str = "dcgan"
     z_dim: int = 100  # noise dimension
     g_width: int = 32  # G's channels at full resolution (doubled at each halving)
@@ -53,13 +62,14 @@ def init_dcgan(module: nn.Module) -> None:
 
 
 class DCGANGenerator(nn.Module):
-    def __init__(self, z_dim: int, width: int, channels: int, size: int):
+    def __init__(self, z_dim: int, width: int, channels: int, size: int, num_classes: int = 0):
         super().__init__()
         base, depth = base_and_depth(size)
         self.z_dim = z_dim
+        self.embed = label_embedding(num_classes, num_classes > 0)
         ch = width * 2 ** (depth - 1)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(z_dim, ch, base, 1, 0, bias=False),
+            nn.ConvTranspose2d(z_dim + (LABEL_DIM if self.embed else 0), ch, base, 1, 0, bias=False),
             nn.BatchNorm2d(ch),
             nn.ReLU(True),
         ]
@@ -75,11 +85,16 @@ class DCGANGenerator(nn.Module):
         self.apply(init_dcgan)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(z[:, :, None, None])
+        return self.net(with_label(z, y, self.embed)[:, :, None, None])
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, width: int, channels: int, size: int):
+    """With `num_classes` the logit gains a projection term on the last feature map (flattened);
+    with `spectral_norm` every layer is spectrally normalised and batch norm is left out."""
+
+    def __init__(
+        self, width: int, channels: int, size: int, num_classes: int = 0, spectral_norm: bool = False
+    ):
         super().__init__()
         base, depth = base_and_depth(size)
         ch = width
@@ -87,16 +102,25 @@ class DCGANDiscriminator(nn.Module):
         for _ in range(depth - 1):
             layers += [
                 nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ch * 2),
+                nn.Identity() if spectral_norm else nn.BatchNorm2d(ch * 2),
                 nn.LeakyReLU(0.2, True),
             ]
             ch *= 2
         layers.append(nn.Conv2d(ch, 1, base, 1, 0, bias=False))
         self.net = nn.Sequential(*layers)
+        self.embed = nn.Embedding(num_classes, ch * base * base) if num_classes else None
         self.apply(init_dcgan)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        if spectral_norm:
+            spectral_norm_all(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).flatten()
+        features = self.net[:-1](x)
+        out = self.net[-1](features).flatten()
+        if self.embed is None:
+            return out
+        return out + projection(self.embed, y, features.flatten(1))
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -118,7 +142,9 @@ def build(cfg: DictConfig, data: Data) -> tuple[nn.Module, nn.Module]:
         raise ConfigError(f"model=dcgan needs square images, got {height}x{width}")
     if cfg.g_width < 1 or cfg.d_width < 1 or cfg.z_dim < 1:
         raise ConfigError("model.g_width, model.d_width and model.z_dim must be >= 1")
+    classes = data.num_classes if cfg.conditional else 0
+    label_embedding(data.num_classes, cfg.conditional)  # refuses unlabelled data
     return (
-        DCGANGenerator(cfg.z_dim, cfg.g_width, channels, height),
-        DCGANDiscriminator(cfg.d_width, channels, height),
+        DCGANGenerator(cfg.z_dim, cfg.g_width, channels, height, classes),
+        DCGANDiscriminator(cfg.d_width, channels, height, classes, cfg.spectral_norm),
     )

@@ -11,11 +11,20 @@ from torch import nn
 
 from gan_cli.config import store_schema
 from gan_cli.datasets import Data
-from gan_cli.models import MODELS, activation
+from gan_cli.models import (
+    LABEL_DIM,
+    MODELS,
+    ModelOptions,
+    activation,
+    label_embedding,
+    projection,
+    spectral_norm_all,
+    with_label,
+)
 
 
 @dataclass
-class MLPConfig:
+class MLPConfig(ModelOptions):
     name: str = "mlp"
     z_dim: int = 100  # noise dimension
     g_hidden: list[int] = field(default_factory=lambda: [256])  # G's hidden layer widths
@@ -39,27 +48,58 @@ def _stack(sizes: list[int], act: str, last: nn.Module | None) -> nn.Sequential:
 
 
 class MLPGenerator(nn.Module):
-    def __init__(self, z_dim: int, hidden: list[int], act: str, shape: tuple[int, ...], squash: bool):
+    def __init__(
+        self,
+        z_dim: int,
+        hidden: list[int],
+        act: str,
+        shape: tuple[int, ...],
+        squash: bool,
+        num_classes: int = 0,
+    ):
         super().__init__()
         self.z_dim, self.shape = z_dim, shape
-        self.net = _stack([z_dim, *hidden, math.prod(shape)], act, nn.Tanh() if squash else None)
+        self.embed = label_embedding(num_classes, num_classes > 0)
+        width_in = z_dim + (LABEL_DIM if self.embed else 0)
+        self.net = _stack([width_in, *hidden, math.prod(shape)], act, nn.Tanh() if squash else None)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(z).view(-1, *self.shape)
+        return self.net(with_label(z, y, self.embed)).view(-1, *self.shape)
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, hidden: list[int], act: str, shape: tuple[int, ...]):
+    """With `num_classes` the logit gains a projection term on the last hidden layer."""
+
+    def __init__(
+        self,
+        hidden: list[int],
+        act: str,
+        shape: tuple[int, ...],
+        num_classes: int = 0,
+        spectral_norm: bool = False,
+    ):
         super().__init__()
         self.net = _stack([math.prod(shape), *hidden, 1], act, None)
+        features = hidden[-1] if hidden else math.prod(shape)
+        self.embed = nn.Embedding(num_classes, features) if num_classes else None
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        if spectral_norm:
+            spectral_norm_all(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x.flatten(1)).squeeze(1)
+        features = self.net[:-1](x.flatten(1))
+        out = self.net[-1](features).squeeze(1)
+        if self.embed is None:
+            return out
+        return out + projection(self.embed, y, features)
 
 
 @MODELS.register("mlp")
 def build(cfg: DictConfig, data: Data) -> tuple[nn.Module, nn.Module]:
     squash = data.kind == "image"  # images live in [-1, 1]; 2-D points are unbounded
-    g = MLPGenerator(cfg.z_dim, list(cfg.g_hidden), cfg.g_activation, data.shape, squash)
-    d = MLPDiscriminator(list(cfg.d_hidden), cfg.d_activation, data.shape)
+    classes = data.num_classes if cfg.conditional else 0
+    label_embedding(data.num_classes, cfg.conditional)  # refuses unlabelled data
+    g = MLPGenerator(cfg.z_dim, list(cfg.g_hidden), cfg.g_activation, data.shape, squash, classes)
+    d = MLPDiscriminator(list(cfg.d_hidden), cfg.d_activation, data.shape, classes, cfg.spectral_norm)
     return g, d

@@ -1,0 +1,127 @@
+"""The quality bar: train the default DCGAN (and the original MLP GAN for comparison) for a fixed
+wall-clock budget, then measure FID/KID (Inception-v3, generated vs the test split) and the domain
+classifier's metrics, beside the same figures for real training images (the floor).
+
+    python bench/quality.py --data ../shared/data --minutes 30 --n 5000
+
+Both sides use the same number of images for the floor: `--n` real training images vs the test
+split, exactly as `--n` generated images vs the test split. Real-set features and classifiers are
+cached (GAN_CLI_CACHE, default ~/.cache/gan_cli), so a second run only pays for the generated side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+import gan_cli.datasets
+import gan_cli.losses
+import gan_cli.models  # noqa: F401  (registrations)
+from gan_cli.evaluation import generator_from_checkpoint
+from gan_cli.metrics import Evaluation, RealSet, evaluate
+from gan_cli.metrics.classifier import DEFAULT_EPOCHS, classifier_path, train_classifier
+from gan_cli.metrics.reference import generate, real_set
+from gan_cli.train import train
+
+METRICS = ["fid", "kid", "classifier"]
+# name -> overrides: ours (the defaults) and the original MLP GAN's setting (Adam with torch's default betas)
+SETUPS = {
+    "dcgan (default)": [],
+    "mlp (seed config)": [
+        "model=mlp",
+        "loss=nonsaturating",
+        "optimizer.lr=2e-4",
+        "optimizer.betas=[0.9,0.999]",
+    ],
+}
+
+
+def measure(
+    fake: torch.Tensor, data_cfg: Any, n_real: int, device: torch.device, fake_set: RealSet | None = None
+) -> dict[str, float]:
+    ev = Evaluation(fake=fake, real=real_set(data_cfg, "test", n_real), device=device, fake_set=fake_set)
+    return {k.removeprefix("metrics/"): v for k, v in evaluate(METRICS, ev).items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="./data", help="folder holding MNIST/ and FashionMNIST/")
+    parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
+    parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget per run")
+    parser.add_argument("--n", type=int, default=5000, help="generated (and floor) images")
+    parser.add_argument("--n-real", type=int, default=10000, help="test images in the reference")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="bench/quality_runs", help="run folders and results.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    device = torch.device(args.device)
+    out = Path(args.out)
+    rows: list[dict[str, Any]] = []
+    for name in args.datasets:
+        data_cfg = OmegaConf.create(
+            {"name": name, "root": args.data, "download": False, "split": "train", "image_size": 28}
+        )
+        if not classifier_path(name, 28).is_file():
+            train_classifier(name, args.data, 28, device, epochs=DEFAULT_EPOCHS.get(name, 4))
+        train_set = real_set(data_cfg, "train", args.n)
+        floor = measure(train_set.images, data_cfg, args.n_real, device, fake_set=train_set)
+        rows.append({"data": name, "what": f"real train images (floor), n={args.n}", **floor})
+        for setup in args.setups:
+            run_dir = out / f"{name}_{setup.split()[0]}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            overrides = [
+                f"data={name}",
+                f"data.root={args.data}",
+                "data.download=false",
+                f"trainer.device={args.device}",
+                "trainer.epochs=null",
+                f"trainer.max_minutes={args.minutes}",
+                "logger.progress=false",
+                f"output_dir={run_dir}",
+                *SETUPS[setup],
+            ]
+            with initialize_config_module("gan_cli.configs", version_base="1.3"):
+                cfg = compose("train", overrides=overrides)
+            t0 = time.perf_counter()
+            result = train(cfg)
+            minutes = (time.perf_counter() - t0) / 60
+            G, run_cfg, _ = generator_from_checkpoint(run_dir, device)
+            fake = generate(G, args.n, int(run_cfg.model.z_dim), device, seed=1)
+            scores = measure(fake, data_cfg, args.n_real, device)
+            rows.append(
+                {
+                    "data": name,
+                    "what": setup,
+                    "steps": result["step"],
+                    "epochs": round(result["epoch"], 2),
+                    "train_minutes": round(minutes, 1),
+                    "fid_x_floor": scores["fid"] / floor["fid"],
+                    **scores,
+                }
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    cols = ["fid", "kid", "classes_covered", "class_kl", "classifier_is", "classifier_fid"]
+    print("| data | what | steps | FID | ×floor | KID | classes | class KL | clf IS | clf FID |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ratio = f"{r['fid_x_floor']:.1f}×" if "fid_x_floor" in r else "1×"
+        vals = [f"{r[c]:.4g}" for c in cols]
+        print(
+            f"| {r['data']} | {r['what']} | {r.get('steps', '')} | {vals[0]} | {ratio} | "
+            + " | ".join(vals[1:])
+            + " |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""An exponential moving average of the generator's weights, the network samples and metrics use.
+
+Averaging G's recent weights smooths out the oscillation of adversarial training and gives visibly
+cleaner samples and lower FID at no training cost (Yazıcı et al. 2019; StyleGAN, BigGAN). The decay
+ramps up as min(decay, (1 + t) / (10 + t)) after t updates, so early on, when G changes fast, the
+average follows it closely instead of holding on to the random initial weights.
+
+The update runs entirely on the device (the step count is a tensor, the lerp a foreach kernel), with
+no host sync, so it can sit inside a captured CUDA graph.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    def __init__(self, G: nn.Module, decay: float) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.G = G
+        self.model = copy.deepcopy(G).eval().requires_grad_(False)
+        self.decay = decay
+        device = next(G.parameters()).device
+        self.num_updates = torch.zeros((), device=device)
+        self._src: list[torch.Tensor] = list(G.parameters())
+        self._dst: list[torch.Tensor] = list(self.model.parameters())
+        self._src_buf = [b for b in G.buffers() if b.is_floating_point()]
+        self._dst_buf = [b for b in self.model.buffers() if b.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """ema <- ema + (1 - decay_t) (G - ema); buffers (batch-norm statistics) are copied."""
+        self.num_updates.add_(1)
+        decay_t = torch.clamp((1 + self.num_updates) / (10 + self.num_updates), max=self.decay)
+        weights = [1 - decay_t] * len(self._dst)  # device tensors, never read on the host
+        torch._foreach_lerp_(self._dst, self._src, weights)
+        if self._dst_buf:
+            torch._foreach_copy_(self._dst_buf, self._src_buf)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**self.model.state_dict(), "_num_updates": self.num_updates.detach().clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        state = dict(state)
+        self.num_updates.copy_(state.pop("_num_updates"))
+        self.model.load_state_dict(state)

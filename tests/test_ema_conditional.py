@@ -1,0 +1,123 @@
+"""The moving average of G, conditional models, spectral norm, and the loop's evaluation hook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from torch import nn
+
+import gan_cli.datasets
+import gan_cli.losses
+import gan_cli.models  # noqa: F401
+from gan_cli.datasets import Data
+from gan_cli.ema import EMA
+from gan_cli.errors import ConfigError
+from gan_cli.metrics import FEATURES
+from gan_cli.models import build_models
+from tests.conftest import QUICK, run_cli
+from tests.test_metrics import RandomFeatures
+
+
+def test_ema_follows_the_formula_with_ramp_up() -> None:
+    G = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    ema = EMA(G, decay=0.9)
+    start = G[0].weight.detach().clone()
+    expected = start.clone()
+    for t in range(1, 30):
+        with torch.no_grad():
+            G[0].weight.add_(0.1)
+            G[1].running_mean.fill_(float(t))
+        ema.update()
+        decay_t = min(0.9, (1 + t) / (10 + t))
+        expected = decay_t * expected + (1 - decay_t) * G[0].weight.detach()
+        assert torch.allclose(ema.model[0].weight, expected, atol=1e-6), t
+    assert torch.equal(ema.model[1].running_mean, G[1].running_mean)  # buffers are copied
+    assert not ema.model.training and not any(p.requires_grad for p in ema.model.parameters())
+    # the average lags behind: it sits between the start and the current weights
+    assert (ema.model[0].weight - start).mean() < (G[0].weight - start).mean()
+    copy = EMA(G, decay=0.9)
+    copy.load_state_dict(ema.state_dict())
+    assert torch.equal(copy.model[0].weight, ema.model[0].weight) and copy.num_updates.item() == 29
+
+
+@pytest.mark.parametrize("name", ["mlp", "dcgan"])
+def test_conditional_models_use_the_label(name: str) -> None:
+    with initialize_config_module("gan_cli.configs", version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[f"model={name}", "model.conditional=true", "model.spectral_norm=true"]
+        )
+    G, D = build_models(cfg.model, Data("image", (1, 28, 28), 10))
+    z = torch.randn(4, cfg.model.z_dim)
+    G.eval()
+    a, b = G(z, torch.zeros(4, dtype=torch.long)), G(z, torch.ones(4, dtype=torch.long))
+    assert a.shape == (4, 1, 28, 28) and not torch.allclose(a, b)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        D.embed.weight.normal_()  # type: ignore[union-attr]
+    assert not torch.allclose(D(x, torch.zeros(4, dtype=torch.long)), D(x, torch.ones(4, dtype=torch.long)))
+    assert D(x).shape == (4,)  # without labels (gradient-penalty interpolates): the unconditional part
+    with pytest.raises(ValueError, match="conditional"):
+        G(z)
+    sn = [m for m in D.modules() if hasattr(m, "parametrizations")]
+    assert sn and not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+    D.train()
+    for _ in range(30):  # power iterations run in training forwards
+        D(x, torch.zeros(4, dtype=torch.long))
+    weight = sn[0].weight.flatten(1)
+    assert torch.linalg.matrix_norm(weight, ord=2).item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_conditional_needs_labels() -> None:
+    with initialize_config_module("gan_cli.configs", version_base="1.3"):
+        cfg = compose("train", overrides=["model=mlp", "model.conditional=true"])
+    with pytest.raises(ConfigError, match="labelled data set"):
+        build_models(cfg.model, Data("points", (2,), 0))
+
+
+def test_evaluation_hook_logs_metrics(
+    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gan_cli.train import train
+
+    monkeypatch.setitem(FEATURES._entries, "inception", RandomFeatures)  # a cheap stand-in
+    monkeypatch.setenv("GAN_CLI_CACHE", str(tmp_path / "cache"))
+    overrides = [o for o in QUICK if not o.startswith("hydra.")] + [
+        f"data.root={mnist_root}",
+        "data.download=false",
+        "model=mlp",
+        "model.conditional=true",
+        "trainer.steps=6",
+        "logger.eval_every=4",
+        "logger.metrics=[fid,kid]",
+        "logger.eval_images=32",
+        "logger.eval_real_images=48",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    with initialize_config_module("gan_cli.configs", version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    (tmp_path / "run").mkdir()
+    result = train(cfg)
+    assert result["fid"] > 0 and "kid" in result
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "metrics/fid" in r]
+    assert [r["step"] for r in evals] == [4, 6]
+    assert evals[-1]["metrics/fid"] == pytest.approx(result["fid"])
+    assert len(list((tmp_path / "cache" / "reference").glob("mnist-test-28px-n48-*-random_test.npy"))) == 1
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert "G_ema" in state and state["num_classes"] == 10
+    assert not torch.equal(state["G_ema"]["net.0.weight"], state["G"]["net.0.weight"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("metrics/fid")] == [4, 6]
+
+
+def test_metrics_on_points_are_refused(tmp_path: Path) -> None:
+    res = run_cli(*QUICK, "experiment=gaussians_demo", "logger.metrics=[fid]", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "needs image data" in res.stderr + res.stdout

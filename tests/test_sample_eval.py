@@ -1,0 +1,102 @@
+"""`gan-sample`, `gan-eval` and `gan-classifier` through the installed scripts, on tiny trained runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import QUICK, run_cli
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> dict[str, Path]:
+    """A four-step unconditional MLP run and a conditional DCGAN run on the tiny MNIST fixture."""
+    out = {}
+    for name, extra in (("plain", ["model=mlp"]), ("cond", ["model=dcgan", "model.conditional=true"])):
+        cwd = tmp_path_factory.mktemp(name)
+        res = run_cli(*QUICK, *extra, f"data.root={mnist_root}", "data.download=false", cwd=cwd)
+        assert res.returncode == 0, res.stderr
+        out[name] = cwd / "run"
+    return out
+
+
+def grid_size(n_cols: int, n_rows: int, size: int = 28, pad: int = 2) -> tuple[int, int]:
+    return n_cols * (size + pad) + pad, n_rows * (size + pad) + pad
+
+
+def test_sample_png_grid(runs: dict[str, Path], tmp_path: Path) -> None:
+    res = run_cli(str(runs["plain"]), "n=16", "out=grid.png", "seed=3", name="gan-sample", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "grid.png").size == grid_size(4, 4)
+    again = run_cli(str(runs["plain"]), "n=16", "out=again.png", "seed=3", name="gan-sample", cwd=tmp_path)
+    assert again.returncode == 0
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "grid.png")), np.asarray(Image.open(tmp_path / "again.png"))
+    )
+
+
+def test_conditional_grid_has_one_row_per_class(runs: dict[str, Path], tmp_path: Path) -> None:
+    res = run_cli(str(runs["cond"]), "n=30", "out=rows.png", name="gan-sample", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "rows.png").size == grid_size(3, 10)
+    train_grid = sorted((runs["cond"] / "samples").glob("step_*.png"))[-1]
+    assert Image.open(train_grid).size == grid_size(1, 10)  # logger.num_samples=16 -> 1 per class
+
+
+def test_sample_npz_with_label(runs: dict[str, Path], tmp_path: Path) -> None:
+    args = [str(runs["cond"]), "n=12", "format=npz", "label=7", "out=seven.npz"]
+    res = run_cli(*args, name="gan-sample", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    arrays = np.load(tmp_path / "seven.npz")
+    assert arrays["images"].shape == (12, 28, 28, 1) and arrays["images"].dtype == np.uint8
+    assert arrays["labels"].tolist() == [7] * 12
+
+
+def test_sample_interpolation(runs: dict[str, Path], tmp_path: Path) -> None:
+    args = [str(runs["plain"]), "n=25", "interpolate=true", "format=npz", "out=path.npz"]
+    res = run_cli(*args, name="gan-sample", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = np.load(tmp_path / "path.npz")["images"].astype(float).reshape(5, 5, -1)
+    steps = np.abs(np.diff(rows, axis=1)).mean(2)  # change between neighbours along each row
+    ends = np.abs(rows[:, -1] - rows[:, 0]).mean(1)
+    assert (steps.max(1) < ends).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["n=4", "colour=red"], "known settings: n, out"),
+        (["label=3"], "only applies to conditional models"),
+        (["format=jpg"], "allowed: png, npz"),
+    ],
+)
+def test_sample_refuses_bad_settings(
+    runs: dict[str, Path], tmp_path: Path, args: list[str], message: str
+) -> None:
+    res = run_cli(str(runs["plain"]), *args, name="gan-sample", cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_sample_missing_run(tmp_path: Path) -> None:
+    res = run_cli(str(tmp_path / "nowhere"), name="gan-sample", cwd=tmp_path)
+    assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+@pytest.mark.slow
+def test_eval_with_inception_and_classifier(runs: dict[str, Path], mnist_root: Path, tmp_path: Path) -> None:
+    env = {"GAN_CLI_CACHE": str(tmp_path / "cache")}
+    res = run_cli("mnist", f"root={mnist_root}", "epochs=1", name="gan-classifier", cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "test accuracy" in res.stdout and (tmp_path / "cache" / "classifiers" / "mnist-28px.pt").is_file()
+    args = [str(runs["cond"]), "metrics=[fid,kid,classifier]", "n=10", "real=12", "out=e.json"]
+    res = run_cli(*args, name="gan-eval", cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr
+    record = json.loads((tmp_path / "e.json").read_text())
+    assert record["step"] == 4 and record["generator"] == "ema" and record["n_generated"] == 10
+    assert record["fid"] > 0 and 0 <= record["label_accuracy"] <= 1 and 1 <= record["classes_covered"] <= 10
+    assert "fid" in res.stdout and "classifier_is" in res.stdout
+    assert len(list((tmp_path / "cache" / "reference").glob("mnist-test-28px-n12-*-inception.npy"))) == 1
