@@ -129,6 +129,17 @@ class Parts:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 
+def optimizer_step(p: Parts, loss: torch.Tensor, opt: torch.optim.Optimizer, net: nn.Module) -> torch.Tensor:
+    """Backward (scaled under fp16 AMP) and one step of `opt`; returns `net`'s unscaled gradient norm."""
+    opt.zero_grad(set_to_none=True)
+    p.scaler.scale(loss).backward()
+    p.scaler.unscale_(opt)
+    norm = grad_norm(net)
+    p.scaler.step(opt)
+    p.scaler.update()
+    return norm
+
+
 def d_update(p: Parts, real: torch.Tensor, y: torch.Tensor, keep_graph: bool) -> tuple[torch.Tensor, ...]:
     """One D update on a real batch and a fresh fake batch (with the real batch's labels);
     returns the fakes, with G's graph if asked."""
@@ -140,12 +151,7 @@ def d_update(p: Parts, real: torch.Tensor, y: torch.Tensor, keep_graph: bool) ->
         loss_d = p.loss.d_loss(out_real.float(), out_fake.float())
         penalties = p.loss.penalty(p.D, real, fake.detach())
         total = loss_d + sum(penalties.values()) if penalties else loss_d
-    p.opt_d.zero_grad(set_to_none=True)
-    p.scaler.scale(total).backward()
-    p.scaler.unscale_(p.opt_d)
-    norm_d = grad_norm(p.D)
-    p.scaler.step(p.opt_d)
-    p.scaler.update()
+    norm_d = optimizer_step(p, total, p.opt_d, p.D)
     p.loss.after_d_step(p.D)
     score_real = p.loss.score(out_real.detach().float()).mean()
     score_fake = p.loss.score(out_fake.detach().float()).mean()
@@ -158,12 +164,7 @@ def g_update(p: Parts, fake: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tenso
     p.D.requires_grad_(False)
     with p.autocast():
         loss_g = p.loss.g_loss(p.D(fake, y).float())
-    p.opt_g.zero_grad(set_to_none=True)
-    p.scaler.scale(loss_g).backward()
-    p.scaler.unscale_(p.opt_g)
-    norm_g = grad_norm(p.G)
-    p.scaler.step(p.opt_g)
-    p.scaler.update()
+    norm_g = optimizer_step(p, loss_g, p.opt_g, p.G)
     p.D.requires_grad_(True)
     return loss_g.detach().float(), norm_g
 
