@@ -18,7 +18,7 @@ from tests.runs import GAUSS, load, records, same_weights
 LONG = [*GAUSS, "trainer.steps=1000000", "trainer.checkpoint_every=1000000", "logger.log_every=5"]
 
 
-def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+def start(cwd: Path, *args: str, new_session: bool = False) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("GAN_CLI_DATA", None)
     return subprocess.Popen(
@@ -29,6 +29,7 @@ def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         stdin=subprocess.DEVNULL,
+        start_new_session=new_session,  # its own process group, as a terminal gives it
     )
 
 
@@ -127,18 +128,7 @@ def test_ctrl_c_to_the_whole_process_group_with_loader_workers(tmp_path: Path, f
         "logger.progress=false",
         "hydra.run.dir=run",
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("GAN_CLI_DATA", None)
-    proc = subprocess.Popen(
-        [script("gan-train"), *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start(tmp_path, *args, new_session=True)
     wait_for_training(tmp_path / "run", proc)
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
