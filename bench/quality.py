@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget per run")
     parser.add_argument("--n", type=int, default=5000, help="generated (and floor) images")
     parser.add_argument("--n-real", type=int, default=10000, help="test images in the reference")
+    parser.add_argument(
+        "--overrides", nargs="*", default=[], help="extra gan-train overrides for every setup"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench/quality_runs", help="run folders and results.json")
     args = parser.parse_args()
@@ -88,6 +91,7 @@ def main() -> None:
                 "logger.progress=false",
                 f"output_dir={run_dir}",
                 *SETUPS[setup],
+                *args.overrides,
             ]
             with initialize_config_module("gan_cli.configs", version_base="1.3"):
                 cfg = compose("train", overrides=overrides)
@@ -100,7 +104,7 @@ def main() -> None:
             rows.append(
                 {
                     "data": name,
-                    "what": setup,
+                    "what": " ".join([setup, *args.overrides]),
                     "steps": result["step"],
                     "epochs": round(result["epoch"], 2),
                     "train_minutes": round(minutes, 1),

@@ -5,6 +5,11 @@ cleaner samples and lower FID at no training cost (Yazıcı et al. 2019; StyleGA
 ramps up as min(decay, (1 + t) / (10 + t)) after t updates, so early on, when G changes fast, the
 average follows it closely instead of holding on to the random initial weights.
 
+Batch norm: the average's weights are not G's, so G's running statistics do not fit them. Before
+the average samples (grids, metrics, gan-sample), `recompute_norm_stats` replaces them with the
+statistics of its own activations over a few seeded batches of noise ("standing statistics", as in
+BigGAN and StudioGAN).
+
 The update runs entirely on the device (the step count is a tensor, the lerp a foreach kernel), with
 no host sync, so it can sit inside a captured CUDA graph.
 """
@@ -15,6 +20,9 @@ import copy
 
 import torch
 from torch import nn
+
+NORM_STATS_BATCHES = 8  # batches of noise the batch-norm statistics are averaged over
+NORM_STATS_BATCH_SIZE = 256
 
 
 class EMA:
@@ -48,3 +56,38 @@ class EMA:
         state = dict(state)
         self.num_updates.copy_(state.pop("_num_updates"))
         self.model.load_state_dict(state)
+
+
+@torch.no_grad()
+def recompute_norm_stats(
+    G: nn.Module,
+    z_dim: int,
+    device: torch.device,
+    num_classes: int = 0,
+    batches: int = NORM_STATS_BATCHES,
+    batch_size: int = NORM_STATS_BATCH_SIZE,
+    seed: int = 0,
+) -> None:
+    """Set each batch norm's running mean and variance to the average of G's own batch statistics
+    over `batches` batches of seeded noise (and uniform labels for a conditional G). In place, so
+    tensors a CUDA graph holds stay valid; G is left in eval mode. No-op without batch norm."""
+    norms = [
+        m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    gen = torch.Generator().manual_seed(seed)
+    G.train()
+    try:
+        for _ in range(batches):
+            z = torch.randn(batch_size, z_dim, generator=gen).to(device)
+            y = torch.randint(num_classes, (batch_size,), generator=gen).to(device) if num_classes else None
+            G(z, y)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        G.eval()

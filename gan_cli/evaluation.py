@@ -14,6 +14,7 @@ from torch import nn
 
 from gan_cli import checkpoint as ckpt
 from gan_cli.datasets import Data
+from gan_cli.ema import recompute_norm_stats
 from gan_cli.errors import CheckpointError, ConfigError
 from gan_cli.metrics import METRICS, Evaluation, RealSet, evaluate
 from gan_cli.metrics.reference import generate, real_set
@@ -101,10 +102,15 @@ def generator_from_checkpoint(
         num_classes=int(state.get("num_classes", 0)),
     )
     G, _ = build_models(cfg.model, data)
-    weights = state["G_ema"] if use_ema and "G_ema" in state else state["G"]
+    averaged = use_ema and "G_ema" in state
+    weights = state["G_ema"] if averaged else state["G"]
     weights = {k: v for k, v in weights.items() if not k.startswith("_")}
     try:
         G.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(f"{file}: the saved generator does not match its config: {err}") from err
-    return G.to(device).eval(), cfg, state
+    G.to(device).eval()
+    if averaged:  # the average's own batch-norm statistics, as training used
+        classes = data.num_classes if cfg.model.get("conditional", False) else 0
+        recompute_norm_stats(G, int(cfg.model.z_dim), device, classes)
+    return G, cfg, state

@@ -28,7 +28,7 @@ from gan_cli import checkpoint as ckpt
 from gan_cli.config import validate
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
-from gan_cli.ema import EMA
+from gan_cli.ema import EMA, recompute_norm_stats
 from gan_cli.errors import CheckpointError, ConfigError
 from gan_cli.evaluation import Evaluator, grid_labels
 from gan_cli.fast import auto_precision, build_step, fused_by_default
@@ -110,6 +110,7 @@ class Parts:
     channels_last: bool
     shard: tuple[int, int] = (0, 1)  # (this process, processes): its rows of each global batch
     ema: EMA | None = None  # moving average of G's weights, updated after each G step
+    num_classes: int = 0  # labels a conditional G takes (0: unconditional)
 
     def noise(self, n: int) -> torch.Tensor:
         """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
@@ -118,10 +119,13 @@ class Parts:
         z = torch.randn(n * world, self.z_dim, device=self.device)
         return z[rank * n : (rank + 1) * n] if world > 1 else z
 
-    @property
     def G_eval(self) -> nn.Module:
-        """The generator samples and metrics use: the moving average when there is one."""
-        return self.ema.model if self.ema is not None else self.G
+        """The generator samples and metrics use: the moving average, with batch-norm statistics of
+        its own, when there is one; else G."""
+        if self.ema is None:
+            return self.G
+        recompute_norm_stats(self.ema.model, self.z_dim, self.device, self.num_classes)
+        return self.ema.model
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -228,7 +232,7 @@ def sample_picture(
     fixed_y: torch.Tensor | None = None,
     nrow: int | None = None,
 ) -> torch.Tensor:
-    G = p.G_eval
+    G = p.G_eval()
     G.eval()
     with torch.no_grad(), p.autocast():
         fake = G(fixed_z, fixed_y)
@@ -354,6 +358,7 @@ def train(
         channels_last=channels_last,
         shard=dist.shard,
         ema=EMA(G, float(cfg.model.ema_decay)) if cfg.model.get("ema_decay", 0) else None,
+        num_classes=data.num_classes if cfg.model.get("conditional", False) else 0,
     )
     step_fn = build_step(p, t_cfg.cuda_graphs, step_fn)  # eager, or captured once as a CUDA graph
     evaluator = Evaluator(cfg, data, device, t_cfg.seed + 2)
@@ -464,7 +469,7 @@ def train(
         if not dist.is_main:
             return
         t0 = time.perf_counter()
-        scores.update(evaluator(p.G_eval))
+        scores.update(evaluator(p.G_eval()))
         logger.scalars(at, scores)
         t_window += time.perf_counter() - t0
 
@@ -501,7 +506,7 @@ def train(
             evaluate(step)
         measured = {k.removeprefix("metrics/"): v for k, v in scores.items()}
         goal = objective.choose(
-            measured, lambda: objective.pixel_fd(p.G_eval, data, p.z_dim, device, t_cfg.seed)
+            measured, lambda: objective.pixel_fd(p.G_eval(), data, p.z_dim, device, t_cfg.seed)
         )
         logger.objective(goal[1], step)
     finally:

@@ -14,7 +14,7 @@ import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401
 from gan_cli.datasets import Data
-from gan_cli.ema import EMA
+from gan_cli.ema import EMA, recompute_norm_stats
 from gan_cli.errors import ConfigError
 from gan_cli.metrics import FEATURES
 from gan_cli.models import build_models
@@ -42,6 +42,42 @@ def test_ema_follows_the_formula_with_ramp_up() -> None:
     copy = EMA(G, decay=0.9)
     copy.load_state_dict(ema.state_dict())
     assert torch.equal(copy.model[0].weight, ema.model[0].weight) and copy.num_updates.item() == 29
+
+
+class Affine(nn.Module):
+    """A stand-in generator: z (and a label, added as a number) -> linear -> batch norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear, self.norm = nn.Linear(2, 3), nn.BatchNorm1d(3)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.linear(z) + (y[:, None].float() if y is not None else 0)
+        return self.norm(h)
+
+
+@pytest.mark.parametrize("num_classes", [0, 5])
+def test_recomputed_norm_stats_are_the_averages_of_the_batch_stats(num_classes: int) -> None:
+    G = Affine()
+    with torch.no_grad():
+        G.norm.running_mean.fill_(7.0)  # stale statistics, as copied from another network
+    recompute_norm_stats(G, 2, torch.device("cpu"), num_classes, batches=3, batch_size=4, seed=5)
+    gen = torch.Generator().manual_seed(5)  # the same draws, in the same order
+    means, variances = [], []
+    with torch.no_grad():
+        for _ in range(3):
+            z = torch.randn(4, 2, generator=gen)
+            y = torch.randint(num_classes, (4,), generator=gen) if num_classes else None
+            h = G.linear(z) + (y[:, None].float() if y is not None else 0)
+            means.append(h.mean(0))
+            variances.append(h.var(0))  # unbiased, as batch norm's running variance
+    assert torch.allclose(G.norm.running_mean, torch.stack(means).mean(0), atol=1e-6)
+    assert torch.allclose(G.norm.running_var, torch.stack(variances).mean(0), atol=1e-5)
+    assert G.norm.momentum == 0.1 and not G.training  # momentum put back, left in eval mode
+    again = Affine()
+    again.load_state_dict(G.state_dict())
+    recompute_norm_stats(again, 2, torch.device("cpu"), num_classes, batches=3, batch_size=4, seed=5)
+    assert torch.equal(again.norm.running_mean, G.norm.running_mean)  # seeded: reproducible
 
 
 @pytest.mark.parametrize("name", ["mlp", "dcgan"])
