@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli.device import resolve_device
 from gan_cli.errors import ConfigError, GanCliError
-from gan_cli.evaluation import balanced_labels, generator_from_checkpoint, grid_labels
+from gan_cli.evaluation import balanced_labels, generator_from_checkpoint, grid_labels, label_classes
 from gan_cli.metrics import Evaluation, evaluate
 from gan_cli.metrics.reference import generate, real_set, to_uint8
 from gan_cli.samples import image_grid, save_png
@@ -108,7 +108,7 @@ def sample(argv: list[str]) -> Path:
     G, cfg, state = generator_from_checkpoint(run, device, use_ema=args.ema)
     if len(state["data_shape"]) != 3:
         raise ConfigError(f"{run} was trained on points, not images; its samples are in its samples/ folder")
-    num_classes = int(state.get("num_classes", 0)) if cfg.model.get("conditional", False) else 0
+    num_classes = label_classes(cfg.model, int(state.get("num_classes", 0)))
     z_dim = int(cfg.model.z_dim)
     gen = torch.Generator().manual_seed(int(args.seed))
     n, nrow = int(args.n), None
@@ -169,7 +169,7 @@ def evaluate_run(argv: list[str]) -> dict[str, Any]:
         raise ConfigError(f"{run} was trained on points; gan-eval measures image generators")
     data_cfg = OmegaConf.merge(cfg.data, args.data)
     assert isinstance(data_cfg, DictConfig)
-    num_classes = int(state.get("num_classes", 0)) if cfg.model.get("conditional", False) else 0
+    num_classes = label_classes(cfg.model, int(state.get("num_classes", 0)))
     labels = balanced_labels(int(args.n), num_classes) if num_classes else None
     real = real_set(data_cfg, str(args.reference), int(args.real))
     log.info("generating %d images", args.n)

@@ -33,6 +33,11 @@ def grid_labels(n: int, num_classes: int) -> tuple[torch.Tensor, int]:
     return torch.arange(num_classes).repeat_interleave(per_row), per_row
 
 
+def label_classes(model_cfg: DictConfig, num_classes: int) -> int:
+    """How many labels G takes: the data set's classes for a conditional model, else 0."""
+    return int(num_classes) if model_cfg.get("conditional", False) else 0
+
+
 class Evaluator:
     """The loop's `evaluate` hook: `logger.eval_images` images from G against the real reference set.
 
@@ -55,7 +60,7 @@ class Evaluator:
             int(lg.eval_real_images),
             str(lg.eval_reference),
         )
-        self.num_classes = data.num_classes if bool(cfg.model.get("conditional", False)) else 0
+        self.num_classes = label_classes(cfg.model, data.num_classes)
         self.z_dim = int(cfg.model.z_dim)
         self._real: RealSet | None = None
 
@@ -111,6 +116,5 @@ def generator_from_checkpoint(
         raise CheckpointError(f"{file}: the saved generator does not match its config: {err}") from err
     G.to(device).eval()
     if averaged:  # the average's own batch-norm statistics, as training used
-        classes = data.num_classes if cfg.model.get("conditional", False) else 0
-        recompute_norm_stats(G, int(cfg.model.z_dim), device, classes)
+        recompute_norm_stats(G, int(cfg.model.z_dim), device, label_classes(cfg.model, data.num_classes))
     return G, cfg, state

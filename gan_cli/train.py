@@ -30,7 +30,7 @@ from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import autocast_dtype, resolve_device
 from gan_cli.ema import EMA, recompute_norm_stats
 from gan_cli.errors import CheckpointError, ConfigError
-from gan_cli.evaluation import Evaluator, grid_labels
+from gan_cli.evaluation import Evaluator, grid_labels, label_classes
 from gan_cli.fast import auto_precision, build_step, fused_by_default
 from gan_cli.faults import NanGuard, StepUndo
 from gan_cli.logger import parse_override_value
@@ -358,7 +358,7 @@ def train(
         channels_last=channels_last,
         shard=dist.shard,
         ema=EMA(G, float(cfg.model.ema_decay)) if cfg.model.get("ema_decay", 0) else None,
-        num_classes=data.num_classes if cfg.model.get("conditional", False) else 0,
+        num_classes=label_classes(cfg.model, data.num_classes),
     )
     step_fn = build_step(p, t_cfg.cuda_graphs, step_fn)  # eager, or captured once as a CUDA graph
     evaluator = Evaluator(cfg, data, device, t_cfg.seed + 2)

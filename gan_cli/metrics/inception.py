@@ -113,7 +113,7 @@ class Inception:
     name = "inception"
 
     def __init__(self, device: torch.device) -> None:
-        self.batch_size = 10 if device.type == "cpu" else 100  # small batches stay in a CPU's caches
+        self.batch_size = 10 if device.type == "cpu" else 50  # small batches stay in a CPU's caches
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
             net = torch.jit.load(str(weights_path()), map_location="cpu")
