@@ -1,6 +1,6 @@
 """Seconds per epoch of the default MNIST runs (`model=mlp` and `model=dcgan`) on this machine.
 
-Usage: python bench/epoch_time.py --data ../shared/data [--models mlp dcgan] [--epochs 1]
+Usage: python bench/epoch_time.py --data ../shared/data [--models mlp dcgan] [--epochs 1] [--overrides K=V]
 Times the training loop only (data loading and start-up excluded) through the real `train(cfg)`.
 """
 
@@ -23,6 +23,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mlp", "dcgan"])
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--overrides", nargs="*", default=[], help="extra gan-train overrides, e.g. trainer.precision=32"
+    )
     args = parser.parse_args()
     cpu = platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}")
@@ -43,12 +46,13 @@ def main() -> None:
                     "logger.log_every=100",
                     "trainer.checkpoint_every=0",
                     f"output_dir={out}",
+                    *args.overrides,
                 ],
             )
             result = train(cfg)
         per_epoch = result["wall_s"] / result["epoch"]
         print(
-            f"model={model}: {result['step']} steps, {result['epoch']:.3f} epochs "
+            f"model={model} {' '.join(args.overrides)}: {result['step']} steps, {result['epoch']:.3f} epochs "
             f"in {result['wall_s']:.1f} s "
             f"-> {per_epoch:.1f} s/epoch, {result['perf/images_per_s_mean']:.0f} images/s"
         )

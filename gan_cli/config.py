@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig
 
 from gan_cli.errors import ConfigError
+from gan_cli.schedule import DECAYS
 
 
 def store_schema(group: str, name: str, node: Any) -> None:
@@ -46,6 +47,8 @@ class OptimizerConfig:
     alpha: float = 0.99  # RMSprop smoothing constant
     eps: float = 1e-8  # numerical stability term
     fused: str = "auto"  # auto | true | false: fused (or foreach) optimizer kernels
+    lr_decay: str = "none"  # none | linear: both rates ramp down to 0 by the end of the run
+    lr_decay_start: float = 0.5  # fraction of the run (steps or minutes) done when the decay begins
     g: ParamGroupConfig = field(default_factory=ParamGroupConfig)  # generator's settings
     d: ParamGroupConfig = field(default_factory=ParamGroupConfig)  # discriminator's settings
 
@@ -58,7 +61,7 @@ class TrainerConfig:
     epochs: float | None = 5  # passes over the training data (fractions allowed)
     max_minutes: float | None = None  # wall-clock budget in minutes
     batch_size: int = 64  # images per D and per G update
-    precision: str = "auto"  # auto | 32 | bf16 | 16 (auto: bf16 for conv models on CUDA; 16 needs CUDA)
+    precision: str = "auto"  # auto | 32 | bf16 | 16 (auto: bf16 for conv models on CUDA and bf16 CPUs)
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution kernels (CUDA)
     tf32: bool = True  # TensorFloat-32 matrix maths on Ampere and newer (CUDA)
     channels_last: str = "auto"  # auto | true | false: NHWC memory layout for conv models on CUDA
@@ -148,6 +151,12 @@ def validate(cfg: DictConfig) -> None:
     _positive(lg.eval_real_images, "logger.eval_real_images")
     _choice(str(lg.eval_reference), ("test", "train"), "logger.eval_reference")
     _choice(str(opt.fused).lower(), ("auto", "true", "false"), "optimizer.fused")
+    _choice(str(opt.lr_decay), DECAYS, "optimizer.lr_decay")
+    if not 0 <= opt.lr_decay_start < 1:
+        raise ConfigError(
+            f"optimizer.lr_decay_start={opt.lr_decay_start} is not valid; give the fraction of the run "
+            "done when the decay begins, in [0, 1)"
+        )
     for net in ("g", "d"):
         group = opt[net]
         _positive(group.lr, f"optimizer.{net}.lr")

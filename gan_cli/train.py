@@ -37,6 +37,7 @@ from gan_cli.logger import parse_override_value
 from gan_cli.losses import Loss, build_loss
 from gan_cli.models import build_models, check_model_config
 from gan_cli.samples import image_grid, save_png, scatter_plot
+from gan_cli.schedule import LinearDecay, build_schedule
 from gan_cli.signals import GracefulStop
 
 log = logging.getLogger("gan_cli")
@@ -111,6 +112,7 @@ class Parts:
     shard: tuple[int, int] = (0, 1)  # (this process, processes): its rows of each global batch
     ema: EMA | None = None  # moving average of G's weights, updated after each G step
     num_classes: int = 0  # labels a conditional G takes (0: unconditional)
+    schedule: LinearDecay | None = None  # learning-rate decay, applied before each step
 
     def noise(self, n: int) -> torch.Tensor:
         """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
@@ -360,10 +362,18 @@ def train(
         ema=EMA(G, float(cfg.model.ema_decay)) if cfg.model.get("ema_decay", 0) else None,
         num_classes=label_classes(cfg.model, data.num_classes),
     )
-    step_fn = build_step(p, t_cfg.cuda_graphs, step_fn)  # eager, or captured once as a CUDA graph
-    evaluator = Evaluator(cfg, data, device, t_cfg.seed + 2)
     n_critic = int(cfg.loss.n_critic)
     total = total_steps(t_cfg, batches.per_epoch, n_critic)
+    opt_cfg = cfg.optimizer
+    p.schedule = build_schedule(
+        str(opt_cfg.lr_decay),
+        float(opt_cfg.lr_decay_start),
+        [(p.opt_g, float(opt_cfg.g.lr)), (p.opt_d, float(opt_cfg.d.lr))],
+        total,
+        t_cfg.max_minutes,
+    )
+    step_fn = build_step(p, t_cfg.cuda_graphs, step_fn)  # eager, or captured once as a CUDA graph
+    evaluator = Evaluator(cfg, data, device, t_cfg.seed + 2)
     n_fixed = SCATTER_POINTS if data.kind == "points" else int(l_cfg.num_samples)
     fixed_y, nrow = None, None
     if cfg.model.get("conditional", False):  # one row per class
@@ -481,6 +491,8 @@ def train(
             reals = [batches.next() for _ in range(n_critic)]
             if channels_last:
                 reals = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in reals]
+            if p.schedule is not None:
+                p.schedule.apply(step, time.perf_counter() - t_start)
             guard.before_step()
             stats = step_fn(p, reals)
             if guard.after_step(stats, step + 1):

@@ -188,6 +188,8 @@ REFUSED = [
     ("trainer.epochs=-1", "trainer.epochs=-1"),
     ("optimizer.lr=0", "optimizer.g.lr=0"),
     ("optimizer.d.lr=-0.1", "optimizer.d.lr=-0.1 is not valid"),
+    ("optimizer.lr_decay=cosine", "optimizer.lr_decay='cosine' is not valid; allowed: none, linear"),
+    ("optimizer.lr_decay_start=1", "optimizer.lr_decay_start=1.0 is not valid; give the fraction"),
     ("loss.n_critic=0", "loss.n_critic=0 is not valid; it must be >= 1"),
     ("trainer.checkpoint_every=-5", "trainer.checkpoint_every=-5 is not valid; it must be >= 0"),
     ("trainer.keep_checkpoints=-1", "trainer.keep_checkpoints=-1"),

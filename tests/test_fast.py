@@ -119,8 +119,17 @@ def test_step_choice_on_cpu() -> None:
     assert build_step(p, "off", train_step) is train_step
     with pytest.raises(ConfigError, match=r"cuda_graphs=on but the device is cpu.*cuda_graphs=auto"):
         build_step(p, "on", train_step)
-    assert auto_precision(torch.device("cpu"), conv=True) == "32"
     assert compose_cfg().trainer.precision == "auto"
+
+
+def test_auto_precision_on_cpu_follows_its_bf16_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert auto_precision(cpu, conv=True) == "32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert auto_precision(cpu, conv=True) == "bf16"
+    assert auto_precision(cpu, conv=False) == "32"  # MLPs stay in fp32
 
 
 def test_cpu_optimizers_are_fused_when_torch_has_the_kernels() -> None:
