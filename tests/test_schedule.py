@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import types
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from gan_cli.fast import graph_blocker
 from gan_cli.schedule import LinearDecay, build_schedule
 from gan_cli.train import train
 from tests.conftest import QUICK, run_cli
-from tests.runs import Crash, crash_after, load, make_cfg
+from tests.runs import Crash, crash_after, load, make_cfg, records
 
 
 def sgd(lr: float) -> torch.optim.Optimizer:
@@ -59,8 +58,7 @@ def test_no_decay_keeps_the_rates_and_decay_blocks_graph_capture() -> None:
 
 
 def lr_log(run: Path) -> dict[int, tuple[float, float]]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: (r["lr/G"], r["lr/D"]) for r in rows if "lr/G" in r}
+    return {r["step"]: (r["lr/G"], r["lr/D"]) for r in records(run) if "lr/G" in r}
 
 
 def test_cli_linear_decay_logs_the_rates(tmp_path: Path) -> None:
