@@ -110,6 +110,14 @@ class Dist:
         torch_dist.broadcast(flag, src=0)
         return bool(flag.item())
 
+    def rank0(self, value: float) -> float:
+        """`value` as rank 0 has it (one broadcast), so that every process acts on the same number."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch_dist.broadcast(t, src=0)
+        return float(t.item())
+
     def barrier(self) -> None:
         if self.enabled:
             torch_dist.barrier()

@@ -492,7 +492,10 @@ def train(
             if channels_last:
                 reals = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in reals]
             if p.schedule is not None:
-                p.schedule.apply(step, time.perf_counter() - t_start)
+                elapsed = time.perf_counter() - t_start
+                if p.schedule.max_seconds:  # a time limit drives the decay: every process uses rank 0's clock
+                    elapsed = dist.rank0(elapsed)
+                p.schedule.apply(step, elapsed)
             guard.before_step()
             stats = step_fn(p, reals)
             if guard.after_step(stats, step + 1):

@@ -116,3 +116,17 @@ def test_single_process_is_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
     module = torch.nn.Linear(2, 2)
     assert not dist.enabled and dist.is_main and dist.wrap(module) is module
     assert distributed.worker_overrides([]) == []
+
+
+@pytest.mark.slow
+def test_time_driven_lr_decay_runs_on_rank_zeros_clock(tmp_path: Path, mnist_root: Path) -> None:
+    over = [
+        "trainer.steps=40",
+        "trainer.max_minutes=0.05",
+        "optimizer.lr_decay=linear",
+        "optimizer.lr_decay_start=0",
+    ]
+    res = torchrun(*ARGS, f"data.root={mnist_root}", *over, "hydra.run.dir=ddp", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr + res.stdout
+    rates = [r["lr/G"] for r in records(tmp_path / "ddp")]
+    assert rates[0] < 2e-4 and rates == sorted(rates, reverse=True)  # decayed, never rising
