@@ -125,6 +125,7 @@ def test_time_driven_lr_decay_runs_on_rank_zeros_clock(tmp_path: Path, mnist_roo
         "trainer.max_minutes=0.05",
         "optimizer.lr_decay=linear",
         "optimizer.lr_decay_start=0",
+        "optimizer.lr=2e-4",
     ]
     res = torchrun(*ARGS, f"data.root={mnist_root}", *over, "hydra.run.dir=ddp", cwd=tmp_path)
     assert res.returncode == 0, res.stderr + res.stdout

@@ -70,6 +70,7 @@ def test_cli_linear_decay_logs_the_rates(tmp_path: Path) -> None:
         "trainer.steps=8",
         "optimizer.lr_decay=linear",
         "optimizer.lr_decay_start=0.5",
+        "optimizer.lr=2e-4",
         "optimizer.d.lr=4e-4",
         cwd=tmp_path,
     )
