@@ -14,7 +14,6 @@ import atexit
 import contextlib
 import inspect
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -101,14 +100,6 @@ class Dist:
         t = t.clone()
         torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
         return t
-
-    def before(self, deadline: float, now: float) -> bool:
-        """now < deadline, as rank 0 sees it, so every process stops after the same step."""
-        if not self.enabled or deadline == math.inf:
-            return now < deadline
-        flag = torch.tensor([float(now < deadline)], device=self.device)
-        torch_dist.broadcast(flag, src=0)
-        return bool(flag.item())
 
     def rank0(self, value: float) -> float:
         """`value` as rank 0 has it (one broadcast), so that every process acts on the same number."""

@@ -439,7 +439,7 @@ def train(
     bs_per_step = t_cfg.batch_size * n_critic
     t_start = t_window = time.perf_counter()
     start_step = step
-    deadline = t_start + 60 * t_cfg.max_minutes if t_cfg.max_minutes is not None else math.inf
+    limit_s = 60 * t_cfg.max_minutes if t_cfg.max_minutes is not None else math.inf
 
     def flush(at: int) -> dict[str, float]:
         """Read the accumulated stats (the loop's one host sync) and log them."""
@@ -484,7 +484,12 @@ def train(
         t_window += time.perf_counter() - t0
 
     try:
-        while (total is None or step < total) and dist.before(deadline, time.perf_counter()):
+        while total is None or step < total:
+            elapsed = time.perf_counter() - t_start
+            if limit_s < math.inf:  # every process stops, and decays its rates, on rank 0's clock
+                elapsed = dist.rank0(elapsed)
+            if elapsed >= limit_s:
+                break
             if stopping(step):
                 stopped = True
                 break
@@ -492,9 +497,6 @@ def train(
             if channels_last:
                 reals = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in reals]
             if p.schedule is not None:
-                elapsed = time.perf_counter() - t_start
-                if p.schedule.max_seconds:  # a time limit drives the decay: every process uses rank 0's clock
-                    elapsed = dist.rank0(elapsed)
                 p.schedule.apply(step, elapsed)
             guard.before_step()
             stats = step_fn(p, reals)
