@@ -1,4 +1,5 @@
-"""Full-state checkpoints: written atomically, read with `weights_only=True` (no code runs on load).
+"""Checkpoints: the one training state (`TrainState`), written atomically and read with
+`weights_only=True` (no code runs on load), and loading a trained generator back from one.
 
 A checkpoint is a dict of tensors and plain Python values: the networks, both optimizers, the grad
 scaler, the step, the data position, every RNG state, the resolved config and the version.
@@ -13,13 +14,21 @@ import os
 import pickle
 import random
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
+from gan_cli import __version__
+from gan_cli.datasets import Batches, Data
+from gan_cli.ema import recompute_norm_stats
 from gan_cli.errors import CheckpointError
+from gan_cli.models import build_models, label_classes
+from gan_cli.step import Nets
 
 log = logging.getLogger("gan_cli")
 
@@ -150,7 +159,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool 
         ) from err
     if not isinstance(state, dict) or "G" not in state or "D" not in state:
         raise CheckpointError(f"{path} is not a gan_cli checkpoint (no generator/discriminator state in it)")
-    missing = [k for k in ("step", "config", "opt_G", "opt_D", "rng", "data_position") if k not in state]
+    missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"{path} is not a full gan_cli checkpoint: it lacks {', '.join(missing)}")
     return state
@@ -187,3 +196,177 @@ def rotate(folder: Path, keep: int) -> None:
     files = numbered(folder)
     for old in files[: max(0, len(files) - keep)]:
         old.unlink(missing_ok=True)
+
+
+REQUIRED = (
+    "version",
+    "config",
+    "step",
+    "epoch",
+    "data_position",
+    "data_shape",
+    "num_classes",
+    "G",
+    "D",
+    "opt_G",
+    "opt_D",
+    "scaler",
+    "fixed_z",
+    "rng",
+)
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to go on exactly where it stopped: what a checkpoint holds."""
+
+    version: str  # gan_cli's version that wrote it
+    config: dict[str, Any]  # the run's resolved config
+    step: int  # generator updates done
+    epoch: float  # passes over the data done
+    data_position: dict[str, int]  # (epoch, index) of the next batch
+    data_shape: list[int]  # one example's shape: (C, H, W) or (D,)
+    num_classes: int  # classes of the data set (0: unlabelled)
+    G: dict[str, torch.Tensor]
+    D: dict[str, torch.Tensor]
+    opt_G: dict[str, Any]
+    opt_D: dict[str, Any]
+    scaler: dict[str, Any]
+    fixed_z: torch.Tensor  # the noise of the sample grids
+    rng: dict[str, Any]  # Python's, NumPy's and torch's generators
+    G_ema: dict[str, torch.Tensor] | None = None  # the moving average of G, when the run keeps one
+    skipped_steps: int = 0  # steps dropped by trainer.on_nan=skip
+
+    @classmethod
+    def capture(
+        cls,
+        config: dict[str, Any],
+        step: int,
+        G: nn.Module,
+        D: nn.Module,
+        nets: Nets,
+        batches: Batches,
+        fixed_z: torch.Tensor,
+        skipped_steps: int,
+    ) -> TrainState:
+        """The state of a run after `step` steps (G and D: the plain networks, not their wrappers)."""
+        return cls(
+            version=__version__,
+            config=config,
+            step=step,
+            epoch=batches.epochs_done,
+            data_position=batches.position,
+            data_shape=list(batches.data.shape),
+            num_classes=batches.data.num_classes,
+            G=G.state_dict(),
+            D=D.state_dict(),
+            opt_G=nets.opt_g.state_dict(),
+            opt_D=nets.opt_d.state_dict(),
+            scaler=nets.scaler.state_dict(),
+            fixed_z=fixed_z.cpu(),
+            rng=rng_state(),
+            G_ema=nets.ema.state_dict() if nets.ema is not None else None,
+            skipped_steps=skipped_steps,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        if state["G_ema"] is None:
+            del state["G_ema"]
+        return state
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> TrainState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in known})
+
+    @classmethod
+    def read(cls, path: str | Path, mmap: bool = False) -> TrainState:
+        return cls.from_dict(load(path, mmap=mmap))
+
+    def save(self, run_dir: Path, keep: int) -> Path:
+        """Write checkpoints/last.pt and, with `keep` > 0, step_NNNNNN.pt (the newest `keep` kept)."""
+        folder = run_dir / "checkpoints"
+        last = folder / "last.pt"
+        state = self.to_dict()
+        save_atomic(state, last)
+        if keep > 0:
+            numbered = folder / f"step_{self.step:06d}.pt"
+            numbered.unlink(missing_ok=True)
+            try:
+                numbered.hardlink_to(last)  # same bytes, no second write
+            except OSError:
+                save_atomic(state, numbered)
+            rotate(folder, keep)
+        return last
+
+    def restore(self, path: Path, G: nn.Module, D: nn.Module, nets: Nets, batches: Batches) -> None:
+        """Put a run's networks, optimizers, data position and RNGs back as they were saved at `path`."""
+        try:
+            G.load_state_dict(self.G)
+            D.load_state_dict(self.D)
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"checkpoint {path} does not match this model (another architecture, width or image size?): "
+                f"{str(err).splitlines()[0]} ... see the config saved in the checkpoint's run folder"
+            ) from err
+        if nets.ema is not None and self.G_ema is not None:
+            nets.ema.load_state_dict(self.G_ema)
+        elif nets.ema is not None:  # a checkpoint written without the average: start it from G
+            nets.ema.model.load_state_dict(G.state_dict())
+        try:
+            nets.opt_g.load_state_dict(self.opt_G)
+            nets.opt_d.load_state_dict(self.opt_D)
+            nets.scaler.load_state_dict(self.scaler)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CheckpointError(
+                f"the optimizer state in checkpoint {path} does not fit this run's optimizers "
+                f"(another optimizer or model?): {err}"
+            ) from err
+        batches.seek(**self.data_position)
+
+    def check_fits(self, path: Path, data_shape: tuple[int, ...], model_name: str) -> None:
+        """Refuse, with the file and the mismatch named, a checkpoint made for other data or another model."""
+        saved_model = (self.config or {}).get("model", {}).get("name")
+        problems = []
+        if saved_model is not None and saved_model != model_name:
+            problems.append(f"it holds model={saved_model}, this run builds model={model_name}")
+        if self.data_shape and tuple(self.data_shape) != tuple(data_shape):
+            problems.append(
+                f"it was trained on data of shape {list(self.data_shape)} (channels, height, width), "
+                f"this run's data has shape {list(data_shape)}"
+            )
+        if problems:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this run: {'; '.join(problems)}. "
+                "Resume with the data and model it was made for, or start a new run"
+            )
+
+
+def load_generator(
+    path: str | Path, device: torch.device, use_ema: bool = True
+) -> tuple[nn.Module, DictConfig, TrainState]:
+    """(G in eval mode, the run's config, its state) from a run directory or a .pt file.
+
+    With `use_ema` the averaged weights are used when the checkpoint has them, with batch-norm
+    statistics of their own, as training sampled them."""
+    file = find(path)
+    state = TrainState.read(file)
+    cfg = OmegaConf.create(state.config)
+    shape = tuple(int(s) for s in state.data_shape)
+    data = Data(
+        kind="image" if len(shape) == 3 else "points", shape=shape, num_classes=int(state.num_classes)
+    )
+    G, _ = build_models(cfg.model, data)
+    averaged = use_ema and state.G_ema is not None
+    weights = state.G_ema if averaged else state.G
+    assert weights is not None
+    weights = {k: v for k, v in weights.items() if not k.startswith("_")}
+    try:
+        G.load_state_dict(weights)
+    except RuntimeError as err:
+        raise CheckpointError(f"{file}: the saved generator does not match its config: {err}") from err
+    G.to(device).eval()
+    if averaged:
+        recompute_norm_stats(G, int(cfg.model.z_dim), device, label_classes(cfg.model, data.num_classes))
+    return G, cfg, state

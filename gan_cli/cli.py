@@ -1,4 +1,7 @@
-"""The `gan-train` command: Hydra composes the config, then the pure `train(cfg)` runs it."""
+"""The `gan-train` command: Hydra composes the config; this module works out the run folder, the
+command-line overrides and the resume point, folds a resumed run's fresh folder into the run it
+continues, calls `train(cfg, run_dir, ...)` and turns its outcome into an exit code (0 done, 1 a sweep
+job failed, 2 bad input, 128 + n stopped by signal n)."""
 
 from __future__ import annotations
 
@@ -11,15 +14,20 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema)
-from gan_cli import distributed, sweeps
+from gan_cli import distributed, resume, sweeps
+from gan_cli.config import resolved
 from gan_cli.errors import GanCliError
+from gan_cli.train import train
 
 log = logging.getLogger("gan_cli")
 
@@ -44,15 +52,38 @@ def _remove_if_empty_run(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def search_root(hc: Any) -> Path:
+    """Where resume=auto looks: the fixed part of Hydra's run-directory pattern (outputs/ by default)."""
+    node = hc.sweep if hc.mode == RunMode.MULTIRUN else hc.run
+    pattern = str(OmegaConf.to_container(node, resolve=False)["dir"])  # type: ignore[index,call-overload]
+    fixed = pattern.split("${", 1)[0]
+    if fixed == pattern:
+        return Path(pattern).expanduser().absolute()
+    return Path(fixed.rsplit("/", 1)[0] if "/" in fixed else ".").expanduser().absolute()
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """One run as Hydra set it up: its folder, its overrides and what it resumes."""
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    overrides = list(hc.overrides.task)
+    now = resolved(cfg)
+    point = resume.resolve(cfg.trainer.resume, bool(cfg.trainer.resume_force), search_root(hc), now)
+    run_dir = out
+    if point is not None and point.run_dir is not None:  # a resumed run writes on in its run directory
+        run_dir = point.run_dir
+        if distributed.env_rank() == 0:
+            resume.continue_in(run_dir, out)
+    return {**train(cfg, run_dir, resume=point, overrides=overrides), "run_dir": str(run_dir)}
+
+
 @hydra.main(version_base="1.3", config_path="pkg://gan_cli.configs", config_name="train")
 def _hydra_train(cfg: DictConfig) -> float | None:
-    from gan_cli.train import train
-
-    out = Path(cfg.output_dir)
+    out = Path(HydraConfig.get().runtime.output_dir)
     main_rank = distributed.env_rank() == 0
     t_start = time.perf_counter()
     try:
-        result = train(cfg)
+        result = run(cfg)
     except Exception as err:
         if sweeps.in_multirun():  # record it and let the sweep go on with the other jobs
             sweeps.record_failure(out, err, time.perf_counter() - t_start)
@@ -65,8 +96,9 @@ def _hydra_train(cfg: DictConfig) -> float | None:
         sys.exit(2)
     if result.get("signal"):  # stopped by SIGINT/SIGTERM after saving: the shell's code for that signal
         sys.exit(128 + int(result["signal"]))
-    if main_rank:  # a resumed run wrote in the run it continued: train() set output_dir to it
-        sweeps.record_success(Path(cfg.output_dir), result, time.perf_counter() - t_start)
+    run_dir = Path(result.pop("run_dir"))
+    if main_rank:
+        sweeps.record_success(run_dir, result, time.perf_counter() - t_start)
     else:
         with contextlib.suppress(OSError):  # a folder of its own this process left empty
             os.rmdir(out)

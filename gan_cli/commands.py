@@ -21,7 +21,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli.device import resolve_device
 from gan_cli.errors import ConfigError, GanCliError
-from gan_cli.evaluation import balanced_labels, generator_from_checkpoint, grid_labels, label_classes
+from gan_cli.checkpoint import load_generator as generator_from_checkpoint
+from gan_cli.evaluation import balanced_labels, grid_labels
+from gan_cli.models import label_classes
 from gan_cli.metrics import Evaluation, evaluate
 from gan_cli.metrics.reference import generate, real_set, to_uint8
 from gan_cli.samples import image_grid, save_png

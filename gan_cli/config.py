@@ -1,21 +1,21 @@
-"""Typed schema of the training config and the checks that run before any work starts.
+"""The config's schema, its closed choices, and the checks that run before any work starts.
 
-The YAML files under configs/ extend these dataclasses (stored in Hydra's ConfigStore under
-`schema/<group>`), so a misspelt key or a wrong type fails when the config is composed.
-Model, loss and data-set schemas live beside their code and are stored with `store_schema`.
+The YAML files under configs/ hold every default; the dataclasses here (stored in Hydra's ConfigStore
+under `schema/<group>`) give each key its type, so a misspelt key or a wrong type fails when the config
+is composed. Model, loss and data-set schemas live beside their code and are stored with `store_schema`.
+Closed choices are Enums, parsed from the composed config in one place (`choice`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gan_cli.errors import ConfigError
-from gan_cli.schedule import DECAYS
 
 
 def store_schema(group: str, name: str, node: Any) -> None:
@@ -23,70 +23,118 @@ def store_schema(group: str, name: str, node: Any) -> None:
     ConfigStore.instance().store(group=f"schema/{group}", name=name, node=node)
 
 
-class OptimizerName(Enum):
-    adam = "adam"
-    rmsprop = "rmsprop"
-    sgd = "sgd"
+class Switch(Enum):
+    """auto | true | false (on and off are accepted for true and false)."""
+
+    auto = "auto"
+    true = True
+    false = False
+    on = True
+    off = False
 
 
-@dataclass
-class ParamGroupConfig:
-    lr: float = II("..lr")  # learning rate of this network (defaults to optimizer.lr)
-    betas: list[float] = II("..betas")  # Adam's (beta1, beta2)
-    weight_decay: float = II("..weight_decay")  # L2 penalty
-    momentum: float = II("..momentum")  # SGD / RMSprop momentum
+class Precision(Enum):
+    """What the networks compute in: auto, fp32, bf16 autocast or fp16 autocast (CUDA)."""
+
+    auto = "auto"
+    fp32 = 32
+    bf16 = "bf16"
+    fp16 = 16
+
+
+class OnNan(Enum):
+    stop = "stop"
+    skip = "skip"
+
+
+class LrDecay(Enum):
+    none = "none"
+    linear = "linear"
+
+
+class Split(Enum):
+    test = "test"
+    train = "train"
+
+
+E = TypeVar("E", bound=Enum)
+
+_SPELLINGS = {"32": "fp32", "16": "fp16", "on": "true", "off": "false", "none": "none"}
+
+
+def choice(value: Any, kind: type[E], key: str) -> E:
+    """`value` as a member of `kind`: from a member, its name or value, a bool, or the strings a YAML
+    file or a command line give (`true`, `True`, `32`, ...). Anything else is a ConfigError."""
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, int):  # bools too
+        for member in kind:
+            if member.value is value or (not isinstance(value, bool) and member.value == value):
+                return member
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        text = _SPELLINGS.get(text, text)
+        if text in kind.__members__:
+            return kind.__members__[text]
+    allowed = " | ".join(_shown(m) for m in kind)
+    raise ConfigError(f"{key}={value!r} is not valid; allowed: {allowed}")
+
+
+def _shown(member: Enum) -> str:
+    return {Precision.fp32: "32", Precision.fp16: "16"}.get(member, member.name)  # type: ignore[call-overload]
 
 
 @dataclass
 class OptimizerConfig:
-    name: OptimizerName = OptimizerName.adam  # adam | rmsprop | sgd
-    lr: float = 2e-4  # shared learning rate; optimizer.g.lr / optimizer.d.lr override it per network
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam betas
-    weight_decay: float = 0.0  # L2 penalty
-    momentum: float = 0.0  # SGD / RMSprop momentum
-    alpha: float = 0.99  # RMSprop smoothing constant
-    eps: float = 1e-8  # numerical stability term
-    fused: str = "auto"  # auto | true | false: fused (or foreach) optimizer kernels
-    lr_decay: str = "none"  # none | linear: both rates ramp down to 0 by the end of the run
-    lr_decay_start: float = 0.5  # fraction of the run (steps or minutes) done when the decay begins
-    g: ParamGroupConfig = field(default_factory=ParamGroupConfig)  # generator's settings
-    d: ParamGroupConfig = field(default_factory=ParamGroupConfig)  # discriminator's settings
+    name: str = MISSING  # the optimizer's short name (logs, sweep tables)
+    _target_: str = MISSING  # the torch.optim class both networks use (optimizer.g/d._target_ set one)
+    lr: float = MISSING  # learning rate of both networks (optimizer.g.lr / optimizer.d.lr: one of them)
+    betas: Any = None  # Adam's (beta1, beta2)
+    eps: Any = None  # numerical stability term
+    alpha: Any = None  # RMSprop's smoothing constant
+    momentum: Any = None  # SGD / RMSprop momentum
+    weight_decay: float = MISSING  # L2 penalty
+    fused: Any = MISSING  # auto | true | false: fused (or foreach) optimizer kernels
+    lr_decay: LrDecay = MISSING  # none | linear: both rates ramp down to 0 by the end of the run
+    lr_decay_start: float = MISSING  # fraction of the run done when the decay begins
+    g: Any = MISSING  # G's optimizer: keyword arguments of _target_ (with _partial_: true)
+    d: Any = MISSING  # D's optimizer, likewise
 
 
 @dataclass
 class TrainerConfig:
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    seed: int = 0  # seeds Python, NumPy and torch
-    steps: int | None = None  # generator updates; the run stops at the first limit reached
-    epochs: float | None = 5  # passes over the training data (fractions allowed)
-    max_minutes: float | None = None  # wall-clock budget in minutes
-    batch_size: int = 64  # images per D and per G update
-    precision: str = "auto"  # auto | 32 | bf16 | 16 (auto: bf16 for conv models on CUDA and bf16 CPUs)
-    cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution kernels (CUDA)
-    tf32: bool = True  # TensorFloat-32 matrix maths on Ampere and newer (CUDA)
-    channels_last: str = "auto"  # auto | true | false: NHWC memory layout for conv models on CUDA
-    cuda_graphs: str = "auto"  # auto | on | off: capture the whole D+G step as one CUDA graph
-    compile: bool = False  # torch.compile the networks
-    checkpoint_every: int = 1000  # steps between checkpoints (0: only at the end)
-    keep_checkpoints: int = 2  # numbered checkpoints kept beside last.pt
-    resume: str | None = None  # auto, or the path of a checkpoint or run directory
-    resume_force: bool = False  # resume even if the config changed in keys that matter
-    on_nan: str = "stop"  # stop | skip: what to do when a loss or weight is not finite
+    device: str = MISSING  # auto | cpu | cuda | cuda:N | mps
+    seed: int = MISSING  # seeds Python, NumPy and torch
+    steps: int | None = MISSING  # generator updates
+    epochs: float | None = MISSING  # passes over the training data
+    max_minutes: float | None = MISSING  # wall-clock budget in minutes
+    batch_size: int = MISSING  # images per D and per G update
+    precision: Any = MISSING  # auto | 32 | bf16 | 16
+    cudnn_benchmark: bool = MISSING  # let cuDNN pick the fastest convolution kernels (CUDA)
+    tf32: bool = MISSING  # TensorFloat-32 matrix maths on Ampere and newer (CUDA)
+    channels_last: Any = MISSING  # auto | true | false: NHWC memory layout for conv models
+    cuda_graphs: Any = MISSING  # auto | true | false (on | off): the whole step as one CUDA graph
+    compile: bool = MISSING  # torch.compile the networks
+    checkpoint_every: int = MISSING  # steps between checkpoints (0: only at the end)
+    keep_checkpoints: int = MISSING  # numbered checkpoints kept beside last.pt
+    resume: str | None = MISSING  # auto, or the path of a checkpoint or run directory
+    resume_force: bool = MISSING  # resume even if the config changed in keys that matter
+    on_nan: OnNan = MISSING  # stop | skip: what to do when a loss or weight is not finite
 
 
 @dataclass
 class LoggerConfig:
-    log_every: int = 50  # steps between scalar logs (the only host syncs of the loop)
-    sample_every: int = 500  # steps between sample grids (0: only at start and end)
-    eval_every: int = 0  # steps between metric evaluations (0: only at the end)
-    num_samples: int = 64  # images in a sample grid
-    tensorboard: bool = True  # write TensorBoard event files under tb/
-    progress: str = "auto"  # auto | true | false: tqdm bar (auto: only on a terminal)
-    print_every_s: float = 30.0  # seconds between summary lines when the bar is off
-    metrics: list[str] = field(default_factory=list)  # computed at each evaluation: fid | kid | classifier
-    eval_images: int = 5000  # generated images per evaluation
-    eval_reference: str = "test"  # test | train: the real split generated images are compared with
-    eval_real_images: int = 10000  # real images in that reference set (at most the split's size)
+    log_every: int = MISSING  # steps between scalar logs
+    sample_every: int = MISSING  # steps between sample grids (0: only at start and end)
+    eval_every: int = MISSING  # steps between metric evaluations (0: only at the end)
+    num_samples: int = MISSING  # images in a sample grid
+    tensorboard: bool = MISSING  # write TensorBoard event files under tb/
+    progress: Any = MISSING  # auto | true | false: tqdm bar (auto: only on a terminal)
+    print_every_s: float = MISSING  # seconds between summary lines when the bar is off
+    metrics: list[str] = MISSING  # computed at each evaluation: fid | kid | classifier
+    eval_images: int = MISSING  # generated images per evaluation
+    eval_reference: Split = MISSING  # test | train: the real split generated images are compared with
+    eval_real_images: int = MISSING  # real images in that reference set
 
 
 @dataclass
@@ -97,10 +145,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    output_dir: str = "${hydra:runtime.output_dir}"  # where this run writes; Hydra's run directory
-    plugins: list[str] = field(
-        default_factory=list
-    )  # modules to import first (they register models, losses...)
+    plugins: list[str] = MISSING  # modules to import first (they register models, losses...)
 
 
 store_schema("optimizer", "base", OptimizerConfig)
@@ -109,12 +154,40 @@ store_schema("logger", "base", LoggerConfig)
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
-PRECISIONS = ("32", "bf16", "16", "auto")
+@dataclass(frozen=True)
+class Choices:
+    """The closed choices of a config, parsed once."""
+
+    precision: Precision
+    channels_last: Switch
+    cuda_graphs: Switch
+    on_nan: OnNan
+    fused: Switch
+    lr_decay: LrDecay
+    progress: Switch
+    eval_reference: Split
 
 
-def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not valid; allowed: {', '.join(allowed)}")
+def choices(cfg: DictConfig) -> Choices:
+    t, lg, opt = cfg.trainer, cfg.logger, cfg.optimizer
+    return Choices(
+        precision=choice(t.precision, Precision, "trainer.precision"),
+        channels_last=choice(t.channels_last, Switch, "trainer.channels_last"),
+        cuda_graphs=choice(t.cuda_graphs, Switch, "trainer.cuda_graphs"),
+        on_nan=choice(t.on_nan, OnNan, "trainer.on_nan"),
+        fused=choice(opt.fused, Switch, "optimizer.fused"),
+        lr_decay=choice(opt.lr_decay, LrDecay, "optimizer.lr_decay"),
+        progress=choice(lg.progress, Switch, "logger.progress"),
+        eval_reference=choice(lg.eval_reference, Split, "logger.eval_reference"),
+    )
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain values (interpolations resolved, Enums as their names): what a checkpoint
+    stores and what a resume compares."""
+    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(tree, dict)
+    return {str(k): v for k, v in tree.items()}
 
 
 def _positive(value: float | None, key: str, *, allow_none: bool = False, allow_zero: bool = False) -> None:
@@ -127,9 +200,11 @@ def _positive(value: float | None, key: str, *, allow_none: bool = False, allow_
         raise ConfigError(f"{key}={value} is not valid; it must be {bound}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Refuse values that would fail (or silently misbehave) later, before any work starts."""
+def validate(cfg: DictConfig) -> Choices:
+    """Refuse values that would fail (or silently misbehave) later, before any work starts; returns
+    the parsed closed choices."""
     t, lg, opt = cfg.trainer, cfg.logger, cfg.optimizer
+    parsed = choices(cfg)
     _positive(t.batch_size, "trainer.batch_size")
     _positive(t.steps, "trainer.steps", allow_none=True)
     _positive(t.epochs, "trainer.epochs", allow_none=True)
@@ -138,20 +213,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("no limit set: give trainer.steps, trainer.epochs or trainer.max_minutes")
     _positive(t.checkpoint_every, "trainer.checkpoint_every", allow_zero=True)
     _positive(t.keep_checkpoints, "trainer.keep_checkpoints", allow_zero=True)
-    _choice(str(t.precision), PRECISIONS, "trainer.precision")
-    _choice(t.cuda_graphs, ("auto", "on", "off"), "trainer.cuda_graphs")
-    _choice(str(t.channels_last).lower(), ("auto", "true", "false"), "trainer.channels_last")
-    _choice(t.on_nan, ("stop", "skip"), "trainer.on_nan")
     _positive(lg.log_every, "logger.log_every")
     _positive(lg.sample_every, "logger.sample_every", allow_zero=True)
     _positive(lg.eval_every, "logger.eval_every", allow_zero=True)
     _positive(lg.num_samples, "logger.num_samples")
-    _choice(str(lg.progress).lower(), ("auto", "true", "false"), "logger.progress")
     _positive(lg.eval_images, "logger.eval_images")
     _positive(lg.eval_real_images, "logger.eval_real_images")
-    _choice(str(lg.eval_reference), ("test", "train"), "logger.eval_reference")
-    _choice(str(opt.fused).lower(), ("auto", "true", "false"), "optimizer.fused")
-    _choice(str(opt.lr_decay), DECAYS, "optimizer.lr_decay")
     if not 0 <= opt.lr_decay_start < 1:
         raise ConfigError(
             f"optimizer.lr_decay_start={opt.lr_decay_start} is not valid; give the fraction of the run "
@@ -159,19 +226,23 @@ def validate(cfg: DictConfig) -> None:
         )
     for net in ("g", "d"):
         group = opt[net]
-        _positive(group.lr, f"optimizer.{net}.lr")
-        _positive(group.weight_decay, f"optimizer.{net}.weight_decay", allow_zero=True)
-        _positive(group.momentum, f"optimizer.{net}.momentum", allow_zero=True)
-        betas = list(group.betas)
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ConfigError(f"optimizer.{net}.betas={betas} is not valid; give two numbers in [0, 1)")
+        _positive(group.get("lr"), f"optimizer.{net}.lr")
+        for key in ("weight_decay", "momentum"):
+            if group.get(key) is not None:
+                _positive(group[key], f"optimizer.{net}.{key}", allow_zero=True)
+        if group.get("betas") is not None:
+            betas = list(group.betas)
+            if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+                raise ConfigError(f"optimizer.{net}.betas={betas} is not valid; give two numbers in [0, 1)")
+        if group.get("eps") is not None:
+            _positive(group.eps, f"optimizer.{net}.eps")
     if cfg.loss.n_critic < 1:
         raise ConfigError(
             f"loss.n_critic={cfg.loss.n_critic} is not valid; it must be >= 1 (D steps per G step)"
         )
-    _positive(opt.eps, "optimizer.eps")
     _positive(lg.print_every_s, "logger.print_every_s", allow_zero=True)
     _validate_sizes(cfg)
+    return parsed
 
 
 def _validate_sizes(cfg: DictConfig) -> None:

@@ -1,6 +1,6 @@
 """One run on several processes (GPUs) with DistributedDataParallel, set up from torchrun's environment.
 
-`torchrun --nproc_per_node=N -m gan_cli.train ...` starts N copies of `gan-train`; torchrun sets RANK,
+`torchrun --nproc_per_node=N -m gan_cli ...` starts N copies of `gan-train`; torchrun sets RANK,
 LOCAL_RANK and WORLD_SIZE. `trainer.batch_size` stays the global batch: each process takes its own
 slice of every batch (and of the noise drawn for it), DDP averages the gradients, so N processes
 follow the same path as one process with the whole batch. Only rank 0 writes the run folder (logs,
@@ -15,7 +15,7 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gan_cli.errors import ConfigError
-from gan_cli.logger import RunLogger
 
 log = logging.getLogger("gan_cli")
 
@@ -113,10 +112,6 @@ class Dist:
         if self.enabled:
             torch_dist.barrier()
 
-    def logger(self, *args: Any, **kwargs: Any) -> RunLogger | SilentLogger:
-        """The run's logger on rank 0; a silent one elsewhere (one set of logs per run)."""
-        return RunLogger(*args, **kwargs) if self.is_main else SilentLogger()
-
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (e.g. a download), the others after it."""
@@ -157,14 +152,3 @@ def setup(device: torch.device, batch_size: int) -> Dist:
         "process %d of %d on %s, %d examples per process per batch", rank, world, device, batch_size // world
     )
     return Dist(rank=rank, world=world, device=device)
-
-
-class SilentLogger:
-    """What ranks other than 0 log to: every call does nothing (rank 0 writes the run's one set of logs)."""
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return _ignore
-
-
-def _ignore(*args: Any, **kwargs: Any) -> None:
-    return None

@@ -1,23 +1,21 @@
-"""Measuring a generator during and after training: the labels it is asked for, the evaluation hook
-of the loop, and loading a trained generator back from a checkpoint (for gan-sample and gan-eval)."""
+"""Measuring a generator during training: the labels it is asked for and the loop's evaluation hook."""
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from gan_cli import checkpoint as ckpt
+from gan_cli.config import Split, choice
 from gan_cli.datasets import Data
-from gan_cli.ema import recompute_norm_stats
-from gan_cli.errors import CheckpointError, ConfigError
+from gan_cli.errors import ConfigError
 from gan_cli.metrics import METRICS, Evaluation, RealSet, evaluate
 from gan_cli.metrics.reference import generate, real_set
+from gan_cli.models import label_classes
 
 log = logging.getLogger("gan_cli")
 
@@ -31,11 +29,6 @@ def grid_labels(n: int, num_classes: int) -> tuple[torch.Tensor, int]:
     """Labels for a sample grid with one row per class: (labels, images per row)."""
     per_row = max(1, n // num_classes)
     return torch.arange(num_classes).repeat_interleave(per_row), per_row
-
-
-def label_classes(model_cfg: DictConfig, num_classes: int) -> int:
-    """How many labels G takes: the data set's classes for a conditional model, else 0."""
-    return int(num_classes) if model_cfg.get("conditional", False) else 0
 
 
 class Evaluator:
@@ -58,7 +51,7 @@ class Evaluator:
         self.n, self.n_real, self.split = (
             int(lg.eval_images),
             int(lg.eval_real_images),
-            str(lg.eval_reference),
+            choice(lg.eval_reference, Split, "logger.eval_reference").value,
         )
         self.num_classes = label_classes(cfg.model, data.num_classes)
         self.z_dim = int(cfg.model.z_dim)
@@ -83,38 +76,3 @@ class Evaluator:
             "  ".join(f"{k.removeprefix('metrics/')} {v:.4g}" for k, v in values.items()),
         )
         return values
-
-
-def generator_from_checkpoint(
-    path: str | Path, device: torch.device, use_ema: bool = True
-) -> tuple[nn.Module, DictConfig, dict[str, Any]]:
-    """(G in eval mode, the run's config, the checkpoint) from a run directory or a .pt file.
-
-    With `use_ema` the averaged weights are used when the checkpoint has them."""
-    import gan_cli.datasets
-    import gan_cli.losses  # noqa: F401  (their schemas are needed to read configs)
-    from gan_cli.models import build_models
-
-    file = ckpt.find(path)
-    state = ckpt.load(file)
-    if "config" not in state or "data_shape" not in state:
-        raise CheckpointError(f"{file} has no saved config or data shape; it was not written by gan-train")
-    cfg = OmegaConf.create(state["config"])
-    shape = tuple(int(s) for s in state["data_shape"])
-    data = Data(
-        kind="image" if len(shape) == 3 else "points",
-        shape=shape,
-        num_classes=int(state.get("num_classes", 0)),
-    )
-    G, _ = build_models(cfg.model, data)
-    averaged = use_ema and "G_ema" in state
-    weights = state["G_ema"] if averaged else state["G"]
-    weights = {k: v for k, v in weights.items() if not k.startswith("_")}
-    try:
-        G.load_state_dict(weights)
-    except RuntimeError as err:
-        raise CheckpointError(f"{file}: the saved generator does not match its config: {err}") from err
-    G.to(device).eval()
-    if averaged:  # the average's own batch-norm statistics, as training used
-        recompute_norm_stats(G, int(cfg.model.z_dim), device, label_classes(cfg.model, data.num_classes))
-    return G, cfg, state

@@ -88,7 +88,6 @@ class NanGuard:
     def __init__(
         self,
         mode: str,
-        stat_names: list[str],
         device: torch.device,
         modules: list[nn.Module],
         undo: StepUndo | None,
@@ -96,10 +95,11 @@ class NanGuard:
         reduce_max: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
     ) -> None:
         self.mode, self.modules, self.undo, self.checkpoints = mode, modules, undo, checkpoints
+        self.device = device
         self.reduce_max = reduce_max  # over the run's processes, so that they all decide alike
-        self.loss_names = [n for n in stat_names if n.startswith("loss/")]
-        self._loss_idx = torch.tensor([stat_names.index(n) for n in self.loss_names], device=device)
-        self._bits = 2 ** torch.arange(len(self.loss_names), device=device)
+        self.loss_names: list[str] = []  # set from the step's statistics on the first step
+        self._loss_idx = torch.zeros(0, dtype=torch.long)
+        self._bits = torch.zeros(0, dtype=torch.long)
         self.first_bad = torch.full((), -1, device=device, dtype=torch.long)
         self.bad_losses = torch.zeros((), device=device, dtype=torch.long)
         self.skipped = 0
@@ -112,8 +112,15 @@ class NanGuard:
     def _bad_bits(self, stats: torch.Tensor) -> torch.Tensor:
         return ((~torch.isfinite(stats[self._loss_idx])).long() * self._bits).sum()
 
-    def after_step(self, stats: torch.Tensor, step: int) -> bool:
-        """Record step `step`'s stats; returns whether they count (False: the step was undone)."""
+    def _watch(self, names: list[str]) -> None:
+        self.loss_names = [n for n in names if n.startswith("loss/")]
+        self._loss_idx = torch.tensor([names.index(n) for n in self.loss_names], device=self.device)
+        self._bits = 2 ** torch.arange(len(self.loss_names), device=self.device)
+
+    def after_step(self, stats: torch.Tensor, names: list[str], step: int) -> bool:
+        """Record step `step`'s stats (named `names`); returns whether they count (False: undone)."""
+        if not self.loss_names:
+            self._watch(names)
         bits = self._bad_bits(stats)
         if self.mode == "stop":  # stays on the device; read in check()
             new = (self.first_bad < 0) & (bits > 0)

@@ -1,25 +1,80 @@
-"""Where a run's numbers and pictures go: TensorBoard, metrics.jsonl, the progress bar and summary lines."""
+"""Where a run's numbers and pictures go: a small `MetricLogger` interface and its implementations
+(TensorBoard, metrics.jsonl, the progress bar, and a null one for processes other than rank 0).
+
+A resumed run logs on from its checkpoint's step: each logger drops what a killed process wrote after
+that step (metrics.jsonl: its lines; TensorBoard: a purge), so the records read as one run.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
 
 log = logging.getLogger("gan_cli")
 
+HEADLINE = ("loss/D", "loss/G", "D/real", "D/fake")  # the statistics the summary lines and HParams show
 
-def _plain(value: Any) -> Any:
-    """A value the HParams dashboard accepts (bool, int, float or str)."""
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+
+class MetricLogger(Protocol):
+    def scalars(self, step: int, values: Mapping[str, float], epoch: float | None = None) -> None: ...
+
+    def image(self, tag: str, picture: torch.Tensor, step: int) -> None: ...
+
+    def hparams(self, params: Mapping[str, Any], metric_tags: Sequence[str]) -> None: ...
+
+    def close(self, final: Mapping[str, Any] | None = None) -> None:
+        """End of the run; `final` holds its result (objective, step, epoch, last values) when it finished."""
+
+
+class NullLogger:
+    """Logs nothing (processes other than rank 0: one set of logs per run)."""
+
+    def advance(self, step: int) -> None:
+        """A step is done (the progress bar moves on)."""
+
+    def scalars(self, step: int, values: Mapping[str, float], epoch: float | None = None) -> None:
+        pass
+
+    def image(self, tag: str, picture: torch.Tensor, step: int) -> None:
+        pass
+
+    def hparams(self, params: Mapping[str, Any], metric_tags: Sequence[str]) -> None:
+        pass
+
+    def close(self, final: Mapping[str, Any] | None = None) -> None:
+        pass
+
+
+class Loggers(NullLogger):
+    """Several loggers as one."""
+
+    def __init__(self, loggers: Sequence[MetricLogger]) -> None:
+        self.loggers = list(loggers)
+
+    def scalars(self, step: int, values: Mapping[str, float], epoch: float | None = None) -> None:
+        for lg in self.loggers:
+            lg.scalars(step, values, epoch)
+
+    def image(self, tag: str, picture: torch.Tensor, step: int) -> None:
+        for lg in self.loggers:
+            lg.image(tag, picture, step)
+
+    def hparams(self, params: Mapping[str, Any], metric_tags: Sequence[str]) -> None:
+        for lg in self.loggers:
+            lg.hparams(params, metric_tags)
+
+    def close(self, final: Mapping[str, Any] | None = None) -> None:
+        for lg in self.loggers:
+            lg.close(final)
 
 
 def _record_step(line: str) -> int:
@@ -30,49 +85,79 @@ def _record_step(line: str) -> int:
         return -1
 
 
-def parse_override_value(text: str) -> Any:
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+class JsonlLogger(NullLogger):
+    """One JSON line per logging step in metrics.jsonl: {"step", "epoch", values...}."""
+
+    def __init__(self, run_dir: Path, start_step: int) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self._drop_after(start_step)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def _drop_after(self, start_step: int) -> None:
+        """Drop lines logged after `start_step` (written after the checkpoint a resume starts from)."""
+        if not self.path.exists():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if _record_step(line) in range(start_step + 1)]
+        if len(kept) != len(lines):
+            tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+            tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+    def scalars(self, step: int, values: Mapping[str, float], epoch: float | None = None) -> None:
+        record = {"step": step, **({"epoch": round(epoch, 4)} if epoch is not None else {}), **values}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self, final: Mapping[str, Any] | None = None) -> None:
+        self._file.close()
 
 
-class RunLogger:
-    """Scalars to TensorBoard and metrics.jsonl; on resume, steps after `start_step` are rewritten.
+def _plain(value: Any) -> Any:
+    """A value the HParams dashboard accepts (bool, int, float or str)."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
-    A checkpoint at step k is written after step k is logged, so a run resumed from it keeps the
-    records up to k and drops (TensorBoard: purges) the ones a killed process wrote after it.
-    """
 
-    def __init__(
-        self,
-        out_dir: Path,
-        *,
-        start_step: int,
-        total_steps: int,
-        tensorboard: bool,
-        progress: str,
-        print_every_s: float,
-    ) -> None:
-        self.out_dir = out_dir
-        self.metrics_path = out_dir / "metrics.jsonl"
-        self._truncate_jsonl(start_step)
-        self._jsonl = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+class TensorBoardLogger(NullLogger):
+    """Event files under tb/: scalars, sample grids, the HParams row and the final objective."""
 
-            if start_step > 0:
-                _sort_after_existing(out_dir / "tb")
-            self.writer = SummaryWriter(
-                str(out_dir / "tb"), purge_step=start_step + 1 if start_step > 0 else None
-            )
-        show = sys.stderr.isatty() if str(progress).lower() == "auto" else str(progress).lower() == "true"
+    def __init__(self, run_dir: Path, start_step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        if start_step > 0:
+            _sort_after_existing(run_dir / "tb")
+        self.writer = SummaryWriter(
+            str(run_dir / "tb"), purge_step=start_step + 1 if start_step > 0 else None
+        )
+
+    def scalars(self, step: int, values: Mapping[str, float], epoch: float | None = None) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def image(self, tag: str, picture: torch.Tensor, step: int) -> None:
+        self.writer.add_image(tag, picture, step)
+
+    def hparams(self, params: Mapping[str, Any], metric_tags: Sequence[str]) -> None:
+        """Declare this run to the HParams dashboard; the metric tags are logged as scalars later."""
+        from torch.utils.tensorboard.summary import hparams
+
+        exp, ssi, sei = hparams({k: _plain(v) for k, v in params.items()}, {tag: 0.0 for tag in metric_tags})
+        fw = self.writer._get_file_writer()
+        for summary in (exp, ssi, sei):
+            fw.add_summary(summary)
+
+    def close(self, final: Mapping[str, Any] | None = None) -> None:
+        if final is not None and final.get("objective") is not None:
+            self.writer.add_scalar("objective", final["objective"], final["step"])  # for the HParams table
+        self.writer.close()
+
+
+class ProgressLogger(NullLogger):
+    """A tqdm bar on a terminal (`advance` every step); elsewhere a summary line now and then."""
+
+    def __init__(self, start_step: int, total_steps: int, show: bool, print_every_s: float) -> None:
         self.bar = tqdm(
             total=total_steps,
             initial=start_step,
@@ -84,58 +169,24 @@ class RunLogger:
         self.print_every_s = print_every_s
         self._last_print = time.monotonic()
 
-    def _truncate_jsonl(self, start_step: int) -> None:
-        """Drop lines logged after `start_step` (written after the checkpoint a resume starts from)."""
-        if not self.metrics_path.exists():
-            return
-        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if _record_step(line) in range(start_step + 1)]
-        if len(kept) != len(lines):
-            self.metrics_path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-
-    def hparams(self, params: dict[str, Any], metric_tags: list[str]) -> None:
-        """Declare this run to the HParams dashboard; the metric tags are logged as scalars later."""
-        if self.writer is None:
-            return
-        from torch.utils.tensorboard.summary import hparams
-
-        exp, ssi, sei = hparams({k: _plain(v) for k, v in params.items()}, {tag: 0.0 for tag in metric_tags})
-        fw = self.writer._get_file_writer()
-        for summary in (exp, ssi, sei):
-            fw.add_summary(summary)
-
-    def scalars(self, step: int, values: dict[str, float], epoch: float | None = None) -> None:
-        if self.writer is not None:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag, value, step)
-        record = {"step": step, **({"epoch": round(epoch, 4)} if epoch is not None else {}), **values}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
-
-    def objective(self, value: float, step: int) -> None:
-        """The run's final objective (what a sweep minimises): TensorBoard only, for the HParams table."""
-        if self.writer is not None:
-            self.writer.add_scalar("objective", value, step)
-
-    def image(self, tag: str, picture: torch.Tensor, step: int) -> None:
-        if self.writer is not None:
-            self.writer.add_image(tag, picture, step)
-
-    def progress(self, step: int, epoch: float, values: dict[str, float]) -> None:
-        """Update the bar (every step is cheap); print a summary line now and then when the bar is off."""
-        if values:
-            self.bar.set_postfix(
-                epoch=f"{epoch:.2f}",
-                D=f"{values.get('loss/D', float('nan')):.3f}",
-                G=f"{values.get('loss/G', float('nan')):.3f}",
-                img_s=f"{values.get('perf/images_per_s', 0):.0f}",
-                refresh=False,
-            )
+    def advance(self, step: int) -> None:
         self.bar.update(step - self.bar.n)
-        if self.bar.disable and values and time.monotonic() - self._last_print >= self.print_every_s:
-            self.summary(step, epoch, values)
 
-    def summary(self, step: int, epoch: float, values: dict[str, float]) -> None:
+    def scalars(self, step: int, values: Mapping[str, float], epoch: float | None = None) -> None:
+        if "loss/D" not in values:  # metrics: the evaluation logs its own line
+            return
+        self.bar.set_postfix(
+            epoch=f"{epoch or 0:.2f}",
+            D=f"{values.get('loss/D', float('nan')):.3f}",
+            G=f"{values.get('loss/G', float('nan')):.3f}",
+            img_s=f"{values.get('perf/images_per_s', 0):.0f}",
+            refresh=False,
+        )
+        self.advance(step)
+        if self.bar.disable and time.monotonic() - self._last_print >= self.print_every_s:
+            self.summary(step, epoch or 0.0, values)
+
+    def summary(self, step: int, epoch: float, values: Mapping[str, float]) -> None:
         self._last_print = time.monotonic()
         log.info(
             "step %d/%d epoch %.2f  loss/D %.4f  loss/G %.4f  D/real %.3f  D/fake %.3f  %.0f img/s",
@@ -149,11 +200,15 @@ class RunLogger:
             values.get("perf/images_per_s", 0.0),
         )
 
-    def close(self) -> None:
+    def close(self, final: Mapping[str, Any] | None = None) -> None:
         self.bar.close()
-        self._jsonl.close()
-        if self.writer is not None:
-            self.writer.close()
+        if final is not None:
+            self.summary(int(final["step"]), float(final["epoch"]), final)
+
+
+def show_progress(setting: str) -> bool:
+    """`logger.progress`: auto shows the bar only when stderr is a terminal."""
+    return sys.stderr.isatty() if setting == "auto" else setting == "true"
 
 
 def _sort_after_existing(tb: Path) -> None:

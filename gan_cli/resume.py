@@ -1,6 +1,7 @@
 """Resuming a run: which checkpoint to continue, whether its config still fits, and where to write.
 
-`trainer.resume=auto` looks for the newest run with the same config in the output folder;
+`trainer.resume=auto` looks for the newest run with the same config under a search root (the fixed
+part of Hydra's run-directory pattern, which the CLI works out);
 `trainer.resume=PATH` takes a checkpoint file or a run directory. A resumed run keeps writing in the
 run directory it continues (TensorBoard, metrics.jsonl, samples, checkpoints), so it reads as one run;
 the fresh directory Hydra made for this invocation is folded into it and removed.
@@ -90,7 +91,7 @@ class ResumePoint:
     """The checkpoint a run continues from."""
 
     path: Path  # the checkpoint file
-    state: dict[str, Any]  # its contents
+    state: ckpt.TrainState  # its contents
     run_dir: Path | None  # the run directory it belongs to; None when the file is outside one
 
 
@@ -99,7 +100,7 @@ def run_dir_of(path: Path) -> Path | None:
     return path.parent.parent if path.parent.name == "checkpoints" else None
 
 
-def load_run(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+def load_run(run_dir: Path) -> tuple[Path, ckpt.TrainState]:
     """The newest readable checkpoint of a run: last.pt, else its numbered ones, newest first."""
     folder = run_dir / "checkpoints"
     candidates = [folder / "last.pt", *reversed(ckpt.numbered(folder))]
@@ -108,7 +109,7 @@ def load_run(run_dir: Path) -> tuple[Path, dict[str, Any]]:
         if not path.is_file():
             continue
         try:
-            return path, ckpt.load(path)
+            return path, ckpt.TrainState.read(path)
         except CheckpointError as err:
             log.warning("%s", err)
             first_error = first_error or err
@@ -120,8 +121,8 @@ def load_run(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     )
 
 
-def check_config(path: Path, state: dict[str, Any], now: dict[str, Any], force: bool) -> None:
-    diffs = config_diff(state.get("config") or {}, now)
+def check_config(path: Path, state: ckpt.TrainState, now: dict[str, Any], force: bool) -> None:
+    diffs = config_diff(state.config or {}, now)
     if not diffs:
         return
     if force:
@@ -132,27 +133,6 @@ def check_config(path: Path, state: dict[str, Any], now: dict[str, Any], force: 
         f"trained: {describe(diffs)}. Run with the checkpoint's values, or pass trainer.resume_force=true "
         f"to resume anyway. Keys that may change freely: {', '.join(SAFE_KEYS)}"
     )
-
-
-def search_root(output_dir: Path) -> Path:
-    """Where resume=auto looks: the fixed part of Hydra's run-directory pattern (outputs/ by default).
-
-    Without Hydra (train() called from Python), only the output directory itself.
-    """
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-        from omegaconf import OmegaConf
-
-        hc = HydraConfig.get()
-        node = hc.sweep if hc.mode == RunMode.MULTIRUN else hc.run
-        pattern = str(OmegaConf.to_container(node, resolve=False)["dir"])  # type: ignore[index,call-overload]
-    except (ValueError, ImportError, KeyError):
-        return output_dir
-    fixed = pattern.split("${", 1)[0]
-    if fixed == pattern:
-        return Path(pattern).expanduser().absolute()
-    return Path(fixed.rsplit("/", 1)[0] if "/" in fixed else ".").expanduser().absolute()
 
 
 def run_dirs(root: Path) -> Iterator[Path]:
@@ -171,9 +151,8 @@ def run_dirs(root: Path) -> Iterator[Path]:
             subdirs[:] = [d for d in subdirs if d not in ("tb", "samples", ".hydra", "checkpoints")]
 
 
-def find_auto(output_dir: Path, now: dict[str, Any]) -> ResumePoint | None:
-    """The newest run under the search root whose config matches this one (safe keys aside)."""
-    root = search_root(output_dir)
+def find_auto(root: Path, now: dict[str, Any]) -> ResumePoint | None:
+    """The newest run under `root` whose config matches this one (safe keys aside)."""
     found = sorted(run_dirs(root), key=lambda d: (d / "checkpoints" / "last.pt").stat().st_mtime)
     found.reverse()  # newest first
     differing = 0
@@ -194,17 +173,18 @@ def find_auto(output_dir: Path, now: dict[str, Any]) -> ResumePoint | None:
     return None
 
 
-def resolve(spec: str | None, force: bool, output_dir: Path, now: dict[str, Any]) -> ResumePoint | None:
-    """What `trainer.resume` points at, checked against this run's resolved config `now`."""
+def resolve(spec: str | None, force: bool, root: Path, now: dict[str, Any]) -> ResumePoint | None:
+    """What `trainer.resume` points at, checked against this run's resolved config `now`; `auto`
+    searches under `root`."""
     if not spec:
         return None
     if str(spec) == "auto":
-        return find_auto(output_dir, now)
+        return find_auto(root, now)
     given = Path(str(spec)).expanduser()
     if given.is_dir():
         path, state = load_run(given)
     elif given.is_file():
-        path, state = given, ckpt.load(given)
+        path, state = given, ckpt.TrainState.read(given)
     else:
         raise CheckpointError(
             f"trainer.resume={spec}: no such checkpoint or run directory; give a .pt file, a run directory "
@@ -212,26 +192,6 @@ def resolve(spec: str | None, force: bool, output_dir: Path, now: dict[str, Any]
         )
     check_config(path, state, now, force)
     return ResumePoint(path, state, run_dir_of(path.absolute()))
-
-
-def check_compatible(point: ResumePoint, data_shape: tuple[int, ...], model_name: str) -> None:
-    """Refuse, with the file and the mismatch named, a checkpoint made for other data or another model."""
-    state = point.state
-    saved_shape = tuple(state.get("data_shape") or ())
-    saved_model = (state.get("config") or {}).get("model", {}).get("name")
-    problems = []
-    if saved_model is not None and saved_model != model_name:
-        problems.append(f"it holds model={saved_model}, this run builds model={model_name}")
-    if saved_shape and saved_shape != tuple(data_shape):
-        problems.append(
-            f"it was trained on data of shape {list(saved_shape)} (channels, height, width), "
-            f"this run's data has shape {list(data_shape)}"
-        )
-    if problems:
-        raise CheckpointError(
-            f"checkpoint {point.path} does not fit this run: {'; '.join(problems)}. "
-            "Resume with the data and model it was made for, or start a new run"
-        )
 
 
 def continue_in(run_dir: Path | None, new_dir: Path) -> Path:
@@ -282,13 +242,7 @@ def _move_log_files(old: Path, new: Path) -> None:
             handler.release()
 
 
-def resume_command(run_dir: Path) -> str:
+def resume_command(run_dir: Path, overrides: list[str]) -> str:
     """The command that continues this run: the same overrides plus trainer.resume=RUN."""
-    overrides: list[str] = []
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")]
-    except ValueError:
-        pass
-    return shlex.join(["gan-train", *overrides, f"trainer.resume={run_dir}"])
+    kept = [o for o in overrides if not o.startswith("trainer.resume=")]
+    return shlex.join(["gan-train", *kept, f"trainer.resume={run_dir}"])

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 import gan_cli.cli  # noqa: F401  (registers every model, loss and data set)
-from gan_cli.train import Parts, train_step
+from gan_cli.graphs import StepFn
 
 STATS = ["loss/D", "loss/G", "D/real", "D/fake", "grad_norm/D", "grad_norm/G"]
 
@@ -29,30 +29,32 @@ GAUSS = [
 ]
 
 
-def make_cfg(out: Path, *overrides: str, base: list[str] | None = None) -> DictConfig:
-    """The config `gan-train` would compose, writing to `out`."""
+def make_cfg(*overrides: str, base: list[str] | None = None) -> DictConfig:
+    """The config `gan-train` would compose."""
     with initialize_config_module(config_module="gan_cli.configs", version_base="1.3"):
-        return compose(
-            "train", overrides=[*(GAUSS if base is None else base), f"output_dir={out}", *overrides]
-        )
+        return compose("train", overrides=[*(GAUSS if base is None else base), *overrides])
 
 
 class Crash(Exception):
     """Raised by `crash_after` to end a run abruptly, as a crash would."""
 
 
-def crash_after(k: int) -> Callable[[Parts, list[Any]], torch.Tensor]:
-    """A step function that trains k steps normally, then raises at step k + 1."""
-    calls = 0
+def crash_after(k: int) -> Callable[[StepFn], StepFn]:
+    """Wraps the training step so that it trains k steps normally, then raises at step k + 1."""
 
-    def step(p: Parts, batches: list[Any]) -> torch.Tensor:
-        nonlocal calls
-        calls += 1
-        if calls > k:
-            raise Crash(f"crash at step {calls}")
-        return train_step(p, batches)
+    def wrap(train_step: StepFn) -> StepFn:
+        calls = 0
 
-    return step
+        def step(batches: list[Any]) -> torch.Tensor:
+            nonlocal calls
+            calls += 1
+            if calls > k:
+                raise Crash(f"crash at step {calls}")
+            return train_step(batches)
+
+        return step
+
+    return wrap
 
 
 def load(run: Path, name: str = "last.pt") -> dict[str, Any]:

@@ -35,7 +35,7 @@ def torchrun(*args: str, cwd: Path, nproc: int = 2) -> subprocess.CompletedProce
     env.pop("GAN_CLI_DATA", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     return subprocess.run(
-        [*cmd, "-m", "gan_cli.train", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+        [*cmd, "-m", "gan_cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
     )
 
 

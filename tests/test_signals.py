@@ -144,7 +144,7 @@ def test_sigterm_stops_every_process_of_a_distributed_run_at_the_same_step(tmp_p
     env.pop("GAN_CLI_DATA", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     proc = subprocess.Popen(
-        [*cmd, "-m", "gan_cli.train", *LONG, "hydra.run.dir=run"],
+        [*cmd, "-m", "gan_cli", *LONG, "hydra.run.dir=run"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

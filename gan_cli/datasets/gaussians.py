@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from gan_cli.config import store_schema
 from gan_cli.datasets import DATASETS, Data
@@ -15,11 +15,11 @@ from gan_cli.errors import DataError
 
 @dataclass
 class GaussiansConfig:
-    name: str = "gaussians"
-    mode: str = "ring"  # ring (8 modes on a circle of radius 2) | grid (25 modes, 5x5, spacing 2)
-    num_samples: int = 50_000  # points generated
-    std: float = 0.05  # standard deviation of each mode
-    seed: int = 1234  # the data set's own seed (independent of trainer.seed)
+    name: str = MISSING
+    mode: str = MISSING  # ring (8 modes on a circle of radius 2) | grid (25 modes, 5x5, spacing 2)
+    num_samples: int = MISSING  # points generated
+    std: float = MISSING  # standard deviation of each mode
+    seed: int = MISSING  # the data set's own seed (independent of trainer.seed)
 
 
 store_schema("data", "gaussians", GaussiansConfig)

@@ -11,14 +11,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from gan_cli.config import store_schema
+from gan_cli.config import Switch, choice, store_schema
 from gan_cli.datasets import DATASETS, Data
 from gan_cli.errors import DataError
 
@@ -30,14 +31,14 @@ _BAD_IMAGE = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBo
 
 @dataclass
 class ImageFolderConfig:
-    name: str = "image_folder"
-    root: str = "./data/images"  # the folder of images (searched recursively)
-    image_size: int = 64  # shorter side resized to this, then center-cropped square
-    channels: int = 3  # 1 (grayscale) or 3 (RGB); other modes are converted
-    in_memory: str = "auto"  # auto | true | false: decode once and hold as a tensor
-    max_memory_mb: int = 4096  # with in_memory=auto, larger folders use a DataLoader
-    num_workers: int = 2  # DataLoader workers when not in memory
-    on_bad_image: str = "error"  # error | skip: what to do with a file that cannot be read
+    name: str = MISSING
+    root: str = MISSING  # the folder of images (searched recursively)
+    image_size: int = MISSING  # shorter side resized to this, then center-cropped square
+    channels: int = MISSING  # 1 (grayscale) or 3 (RGB); other modes are converted
+    in_memory: Any = MISSING  # auto | true | false: decode once and hold as a tensor
+    max_memory_mb: int = MISSING  # with in_memory=auto, larger folders use a DataLoader
+    num_workers: int = MISSING  # DataLoader workers when not in memory
+    on_bad_image: str = MISSING  # error | skip: what to do with a file that cannot be read
 
 
 store_schema("data", "image_folder", ImageFolderConfig)
@@ -131,7 +132,7 @@ def image_folder(cfg: DictConfig) -> Data:
             "point data.root at a folder of images"
         )
     size, channels = int(cfg.image_size), int(cfg.channels)
-    in_memory = str(cfg.in_memory).lower()
+    in_memory = choice(cfg.in_memory, Switch, "data.in_memory").name
     fits = len(files) * channels * size * size <= cfg.max_memory_mb * 2**20
     shape = (channels, size, size)
     if in_memory == "true" or (in_memory == "auto" and fits):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from gan_cli.config import store_schema
 from gan_cli.datasets import DATASETS, Data
@@ -17,11 +17,11 @@ from gan_cli.errors import DataError
 
 @dataclass
 class TorchvisionDataConfig:
-    name: str = "mnist"  # mnist | fashion_mnist | cifar10
-    root: str = "./data"  # folder holding the data set in torchvision's layout
-    download: bool = True  # download the files when they are missing
-    split: str = "train"  # train | test
-    image_size: int = 28  # images are resized to this (native: 28 for MNIST-like, 32 for CIFAR-10)
+    name: str = MISSING  # mnist | fashion_mnist | cifar10
+    root: str = MISSING  # folder holding the data set in torchvision's layout
+    download: bool = MISSING  # download the files when they are missing
+    split: str = MISSING  # train | test
+    image_size: int = MISSING  # images are resized to this (native: 28 for MNIST-like, 32 for CIFAR-10)
 
 
 store_schema("data", "torchvision", TorchvisionDataConfig)

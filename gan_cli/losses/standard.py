@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
 from gan_cli.config import store_schema
 from gan_cli.losses import LOSSES, Loss
@@ -13,8 +14,8 @@ from gan_cli.losses import LOSSES, Loss
 
 @dataclass
 class LossConfig:
-    name: str = "nonsaturating"  # minimax | nonsaturating | hinge | lsgan | wgan | wgan_gp
-    n_critic: int = 1  # D updates per G update
+    name: str = MISSING  # minimax | nonsaturating | hinge | lsgan | wgan | wgan_gp
+    n_critic: int = MISSING  # D updates per G update
 
 
 store_schema("loss", "base", LossConfig)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from omegaconf import MISSING
 from torch import nn
 
 from gan_cli.config import store_schema
@@ -14,16 +15,16 @@ from gan_cli.losses import LOSSES, Loss
 
 @dataclass
 class WGANConfig:
-    name: str = "wgan"
-    n_critic: int = 5  # D (critic) updates per G update
-    clip: float = 0.01  # weights of D are clipped to [-clip, clip] after each update
+    name: str = MISSING
+    n_critic: int = MISSING  # D (critic) updates per G update
+    clip: float = MISSING  # weights of D are clipped to [-clip, clip] after each update
 
 
 @dataclass
 class WGANGPConfig:
-    name: str = "wgan_gp"
-    n_critic: int = 5  # D (critic) updates per G update
-    gp_weight: float = 10.0  # lambda of the gradient penalty
+    name: str = MISSING
+    n_critic: int = MISSING  # D (critic) updates per G update
+    gp_weight: float = MISSING  # lambda of the gradient penalty
 
 
 store_schema("loss", "wgan", WGANConfig)

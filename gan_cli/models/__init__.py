@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 from torch import nn
 
 from gan_cli.datasets import Data
@@ -24,10 +24,10 @@ class ModelOptions:
     """Settings every architecture has (its own schema extends this)."""
 
     ema_decay: float = (
-        0.999  # decay of the moving average of G's weights used for samples and metrics (0: off)
+        MISSING  # decay of the moving average of G's weights used for samples and metrics (0: off)
     )
-    conditional: bool = False  # G takes a class label (embedding), D scores it with a projection head
-    spectral_norm: bool = False  # spectral normalisation on D's layers (it replaces D's batch norm)
+    conditional: bool = MISSING  # G takes a class label (embedding), D scores it with a projection head
+    spectral_norm: bool = MISSING  # spectral normalisation on D's layers (it replaces D's batch norm)
 
 
 LABEL_DIM = 32  # size of the label embedding a conditional G appends to its noise
@@ -71,6 +71,11 @@ def spectral_norm_all(module: nn.Module) -> nn.Module:
         if isinstance(child, (nn.Linear, nn.Conv2d, nn.Embedding)):
             nn.utils.parametrizations.spectral_norm(child)
     return module
+
+
+def label_classes(model_cfg: DictConfig, num_classes: int) -> int:
+    """How many labels G takes: the data set's classes for a conditional model, else 0."""
+    return int(num_classes) if model_cfg.get("conditional", False) else 0
 
 
 ModelBuilder = Callable[[DictConfig, Data], tuple[nn.Module, nn.Module]]

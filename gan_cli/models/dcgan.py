@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 from torch import nn
 
 from gan_cli.config import store_schema
@@ -31,10 +31,10 @@ from gan_cli.models import (
 
 @dataclass
 class DCGANConfig(ModelOptions):
-    name: str = "dcgan"
-    z_dim: int = 100  # noise dimension
-    g_width: int = 32  # G's channels at full resolution (doubled at each halving)
-    d_width: int = 32  # D's channels after its first convolution
+    name: str = MISSING
+    z_dim: int = MISSING  # noise dimension
+    g_width: int = MISSING  # G's channels at full resolution (doubled at each halving)
+    d_width: int = MISSING  # D's channels after its first convolution
 
 
 store_schema("model", "dcgan", DCGANConfig)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 from torch import nn
 
 from gan_cli.config import store_schema
@@ -25,12 +25,12 @@ from gan_cli.models import (
 
 @dataclass
 class MLPConfig(ModelOptions):
-    name: str = "mlp"
-    z_dim: int = 100  # noise dimension
-    g_hidden: list[int] = field(default_factory=lambda: [256])  # G's hidden layer widths
-    d_hidden: list[int] = field(default_factory=lambda: [256])  # D's hidden layer widths
-    g_activation: str = "relu"  # relu | leaky_relu | gelu | silu | tanh
-    d_activation: str = "leaky_relu"  # relu | leaky_relu | gelu | silu | tanh
+    name: str = MISSING
+    z_dim: int = MISSING  # noise dimension
+    g_hidden: list[int] = MISSING  # G's hidden layer widths
+    d_hidden: list[int] = MISSING  # D's hidden layer widths
+    g_activation: str = MISSING  # relu | leaky_relu | gelu | silu | tanh
+    d_activation: str = MISSING  # relu | leaky_relu | gelu | silu | tanh
 
 
 store_schema("model", "mlp", MLPConfig)

@@ -1,4 +1,4 @@
-"""Choosing how a training step runs: eagerly, or captured once as a CUDA graph and replayed.
+"""Capturing the training step once as a CUDA graph and replaying it.
 
 A GAN step on small images is a few hundred tiny kernels, and launching them one by one from Python
 costs more than their arithmetic. Captured once, a replay launches the whole step (n_critic D updates,
@@ -8,8 +8,8 @@ are switched to `capturable` (their step counters live on the GPU), and grads ar
 capture itself, so every replay writes the same memory. Random noise is drawn inside the graph from
 CUDA's Philox generator, which graph replays advance exactly as eager calls would.
 
-`trainer.cuda_graphs`: `off` runs eagerly; `auto` captures when it can and otherwise runs eagerly
-(logging why); `on` captures or stops with an error that says why.
+`trainer.cuda_graphs`: `false` runs eagerly; `auto` captures when it can and otherwise runs eagerly
+(logging why); `true` captures or stops with an error that says why.
 """
 
 from __future__ import annotations
@@ -17,69 +17,37 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from gan_cli.config import Switch
 from gan_cli.errors import ConfigError, GanCliError
-
-if TYPE_CHECKING:
-    from gan_cli.train import Batch, Parts
 
 log = logging.getLogger("gan_cli")
 
-StepFn = Callable[["Parts", list["Batch"]], torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor]  # (images or points, labels)
+StepFn = Callable[[list[Batch]], torch.Tensor]
 
 WARMUP_STEPS = 3  # eager steps before capture: optimizer state, cuDNN autotuning and lazy inits happen here
 
 
 class GraphCaptureError(GanCliError):
-    """trainer.cuda_graphs=on, but the step cannot be captured."""
+    """trainer.cuda_graphs=true, but the step cannot be captured."""
 
 
-def auto_precision(device: torch.device, conv: bool) -> str:
-    """What `trainer.precision=auto` means: bf16 autocast for convolutional models on a CUDA device
-    that has bf16 (where it roughly doubles convolution speed) and on a CPU with bf16 instructions
-    (AVX512-BF16 or AMX, where oneDNN's bf16 convolutions are faster); full fp32 everywhere else."""
-    if not conv:
-        return "32"
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    if device.type == "cpu" and cpu_has_bf16():
-        return "bf16"
-    return "32"
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (elsewhere bf16 autocast is emulated and slow)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def fused_by_default(device: torch.device) -> bool:
-    """What `optimizer.fused=auto` means: fused (or foreach) optimizer kernels wherever this torch has
-    them (CUDA; the CPU since torch 2.4, where fused Adam is several times faster than its per-tensor
-    loop on small networks)."""
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-        return device.type in _get_fused_kernels_supported_devices()
-    except ImportError:  # older torch: fused kernels on CUDA only
-        return device.type == "cuda"
-
-
-def graph_blocker(p: Parts) -> str | None:
-    """Why the step of `p` cannot be captured as a CUDA graph here, or None when it can."""
-    if p.device.type != "cuda":
-        return f"the device is {p.device.type}, and CUDA graphs need a CUDA device"
-    if getattr(p, "shard", (0, 1))[1] > 1:
+def graph_blocker(device: torch.device, world: int, lr_decay: bool, grad_scaler: bool) -> str | None:
+    """Why a step cannot be captured as a CUDA graph here, or None when it can."""
+    if device.type != "cuda":
+        return f"the device is {device.type}, and CUDA graphs need a CUDA device"
+    if world > 1:
         return "training runs in several processes, and DDP's gradient all-reduce is left eager"
-    if getattr(p, "schedule", None) is not None:
+    if lr_decay:
         return (
             "optimizer.lr_decay changes the learning rates between steps, and a graph would keep the "
             "captured ones"
         )
-    if p.scaler.is_enabled():
+    if grad_scaler:
         return (
             "trainer.precision=16 uses a GradScaler, whose overflow check reads a value back to the "
             "host every step"
@@ -87,25 +55,29 @@ def graph_blocker(p: Parts) -> str | None:
     return None
 
 
-def build_step(p: Parts, mode: str, step_fn: StepFn) -> StepFn:
+def build_step(
+    step_fn: StepFn,
+    mode: Switch,
+    blocker: str | None,
+    optimizers: list[torch.optim.Optimizer],
+    device: torch.device,
+) -> StepFn:
     """The step the loop calls: `step_fn` itself, or `step_fn` captured as a CUDA graph.
 
     `step_fn` must be capturable for the graphed path: no host syncs and no Python state that has to
     change from one step to the next (what it does in Python runs once, at capture)."""
-    mode = str(mode).lower()
-    if mode == "off":
-        log.info("training step: eager (trainer.cuda_graphs=off)")
+    if mode is Switch.false:
+        log.info("training step: eager (trainer.cuda_graphs=false)")
         return step_fn
-    why = graph_blocker(p)
-    if why is not None:
-        if mode == "on":
+    if blocker is not None:
+        if mode is Switch.true:
             raise ConfigError(
-                f"trainer.cuda_graphs=on but {why}; use trainer.cuda_graphs=auto (captures only where it "
-                "can) or trainer.cuda_graphs=off"
+                f"trainer.cuda_graphs=true but {blocker}; use trainer.cuda_graphs=auto (captures only "
+                "where it can) or trainer.cuda_graphs=false"
             )
-        log.info("training step: eager (no CUDA graph: %s)", why)
+        log.info("training step: eager (no CUDA graph: %s)", blocker)
         return step_fn
-    return GraphedStep(step_fn, strict=mode == "on")
+    return GraphedStep(step_fn, optimizers, device, strict=mode is Switch.true)
 
 
 def make_capturable(opt: torch.optim.Optimizer) -> None:
@@ -151,9 +123,17 @@ class GraphedStep:
     """
 
     def __init__(
-        self, step_fn: StepFn, *, warmup: int = WARMUP_STEPS, capture: bool = True, strict: bool = False
+        self,
+        step_fn: StepFn,
+        optimizers: list[torch.optim.Optimizer],
+        device: torch.device,
+        *,
+        warmup: int = WARMUP_STEPS,
+        capture: bool = True,
+        strict: bool = False,
     ):
-        self.step_fn, self.warmup, self.capture, self.strict = step_fn, warmup, capture, strict
+        self.step_fn, self.optimizers, self.device = step_fn, optimizers, device
+        self.warmup, self.capture, self.strict = warmup, capture, strict
         self.calls = 0
         self.eager = False  # True after a fallback: plain step_fn from then on
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -170,21 +150,21 @@ class GraphedStep:
             return "graph"
         return "warm-up" if self.calls < self.warmup else "eager-buffers"
 
-    def __call__(self, p: Parts, batches: list[Batch]) -> torch.Tensor:
+    def __call__(self, batches: list[Batch]) -> torch.Tensor:
         if self.eager:
-            return self.step_fn(p, batches)
+            return self.step_fn(batches)
         if not self._load(batches):
-            return self.step_fn(p, batches)
+            return self.step_fn(batches)
         self.calls += 1
         if self.graph is not None:
             self.graph.replay()
             assert self.static_out is not None
             return self.static_out.clone()  # the next replay overwrites static_out
         if self.calls <= self.warmup or not self.capture:
-            return self._eager_on_buffers(p)
-        if self._capture(p):
+            return self._eager_on_buffers()
+        if self._capture():
             return self._replay_first()
-        return self.step_fn(p, batches)
+        return self.step_fn(batches)
 
     def _load(self, batches: list[Batch]) -> bool:
         """Copy the batches into the static buffers (allocated on first use); False if shapes changed."""
@@ -201,46 +181,46 @@ class GraphedStep:
             sy.copy_(y, non_blocking=True)
         return True
 
-    def _eager_on_buffers(self, p: Parts) -> torch.Tensor:
-        if p.device.type != "cuda":
-            return self.step_fn(p, self.static_in)
+    def _eager_on_buffers(self) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return self.step_fn(self.static_in)
         # Warm up on a side stream, as capture will run there: lazy per-stream state (cuBLAS
         # workspaces, autograd's stream bookkeeping) is then set up before capture starts.
         if self.stream is None:
-            self.stream = torch.cuda.Stream(p.device)
-        current = torch.cuda.current_stream(p.device)
+            self.stream = torch.cuda.Stream(self.device)
+        current = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(current)
         with torch.cuda.stream(self.stream):
-            out = self.step_fn(p, self.static_in)
+            out = self.step_fn(self.static_in)
         current.wait_stream(self.stream)
         out.record_stream(current)
         return out
 
-    def _capture(self, p: Parts) -> bool:
+    def _capture(self) -> bool:
         """Capture one step into a CUDA graph (nothing runs on the GPU during capture); True on success."""
-        for opt in (p.opt_d, p.opt_g):
+        for opt in self.optimizers:
             make_capturable(opt)
             # Grads set to None now are allocated by the capture from the graph's own memory pool,
             # so every replay writes the same addresses that the optimizer steps read.
             opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize(p.device)
+        torch.cuda.synchronize(self.device)
         graph = torch.cuda.CUDAGraph()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 with torch.cuda.graph(graph, stream=self.stream):
-                    out = self.step_fn(p, self.static_in)
+                    out = self.step_fn(self.static_in)
         except Exception as err:  # capture raises whatever the offending operation raises
             del graph
-            for opt in (p.opt_d, p.opt_g):
+            for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)  # grads from the failed capture hold no values
-            torch.cuda.synchronize(p.device)
+            torch.cuda.synchronize(self.device)
             cause = _root_cause(err)
             reason = f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}"
             if self.strict:
                 raise GraphCaptureError(
-                    f"trainer.cuda_graphs=on but the training step could not be captured as a CUDA graph "
-                    f"({reason}); use trainer.cuda_graphs=auto (falls back to eager) or off"
+                    f"trainer.cuda_graphs=true but the training step could not be captured as a CUDA graph "
+                    f"({reason}); use trainer.cuda_graphs=auto (falls back to eager) or false"
                 ) from err
             self._fall_back(f"capture failed ({reason})")
             return False
@@ -258,8 +238,3 @@ class GraphedStep:
         log.warning("training step: eager from now on; %s", reason)
         self.eager = True
         self.graph, self.static_out = None, None
-
-
-def describe(step: Any) -> str:
-    """A short name for the path a step callable takes, for logs and benchmarks."""
-    return step.path if isinstance(step, GraphedStep) else "eager"

@@ -1,0 +1,190 @@
+"""One training step, as a list of phases: n_critic D updates, then one G update.
+
+A phase names the network it updates, its optimizer, the objective it minimises and how many times in
+a row it runs (stylegan2-ada's `phases`): a lazily applied regulariser or a second D update is one more
+phase. The step returns its statistics as one device tensor (so a CUDA graph can hold it); their names
+come from the objectives' own dicts, in `TrainStep.names`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from gan_cli.ema import EMA, recompute_norm_stats
+from gan_cli.graphs import Batch
+from gan_cli.losses import Loss
+
+Stats = dict[str, torch.Tensor]
+
+
+@dataclass
+class Nets:
+    """The networks, their optimizers and the numerics of a step."""
+
+    G: nn.Module  # what the step calls (maybe compiled or wrapped in DDP)
+    D: nn.Module
+    loss: Loss
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp_dtype: torch.dtype | None  # autocast dtype, None for fp32
+    z_dim: int
+    shard: tuple[int, int] = (0, 1)  # (this process, processes): its rows of each global batch
+    ema: EMA | None = None  # moving average of G's weights, updated after each G step
+    num_classes: int = 0  # labels a conditional G takes (0: unconditional)
+    G_plain: nn.Module | None = None  # G without wrappers (what is saved and averaged)
+
+    def noise(self, n: int) -> torch.Tensor:
+        """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
+        processes see the same noise as one process would."""
+        rank, world = self.shard
+        z = torch.randn(n * world, self.z_dim, device=self.device)
+        return z[rank * n : (rank + 1) * n] if world > 1 else z
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def G_eval(self) -> nn.Module:
+        """The generator samples and metrics use: the moving average, with batch-norm statistics of
+        its own, when there is one; else G."""
+        if self.ema is None:
+            return self.G
+        recompute_norm_stats(self.ema.model, self.z_dim, self.device, self.num_classes)
+        return self.ema.model
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=next(module.parameters()).device)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def optimizer_step(
+    scaler: torch.amp.GradScaler, loss: torch.Tensor, opt: torch.optim.Optimizer, net: nn.Module
+) -> torch.Tensor:
+    """Backward (scaled under fp16 AMP) and one step of `opt`; returns `net`'s unscaled gradient norm."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    norm = grad_norm(net)
+    scaler.step(opt)
+    scaler.update()
+    return norm
+
+
+@contextlib.contextmanager
+def frozen(net: nn.Module | None) -> Iterator[None]:
+    """`net` gets no gradients inside the block (G's update goes through D without training it)."""
+    if net is None:
+        yield
+        return
+    net.requires_grad_(False)
+    try:
+        yield
+    finally:
+        net.requires_grad_(True)
+
+
+# An objective takes the batch of its update (None for phases that draw none) and whether this is the
+# phase's last repeat; it returns the loss to minimise and the statistics to log.
+Objective = Callable[[Batch | None, bool], tuple[torch.Tensor, Stats]]
+
+
+@dataclass
+class Phase:
+    """One kind of update: which network, with which optimizer, on which objective, how often."""
+
+    name: str  # the network updated, "D" or "G": its gradient norm is logged as grad_norm/<name>
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    objective: Objective
+    repeats: int = 1  # updates in a row, each on its own real batch when `takes_batch`
+    takes_batch: bool = True
+    frozen: nn.Module | None = None  # a network the objective runs through but must not train
+    after: list[Callable[[], None]] = field(default_factory=list)  # run after each update
+
+
+class TrainStep:
+    """n_critic D updates, each on a real batch and fresh fakes, then one G update on the last fakes."""
+
+    def __init__(self, nets: Nets, n_critic: int) -> None:
+        self.nets = nets
+        self.names: list[str] | None = None  # the statistics' names, known after the first call
+        self._fake: torch.Tensor | None = None
+        self._y: torch.Tensor | None = None
+        loss = nets.loss
+        g_after = [nets.ema.update] if nets.ema is not None else []
+        self.phases = [
+            Phase(
+                "D", nets.D, nets.opt_d, self.d_objective, n_critic, after=[lambda: loss.after_d_step(nets.D)]
+            ),
+            Phase("G", nets.G, nets.opt_g, self.g_objective, takes_batch=False, frozen=nets.D, after=g_after),
+        ]
+
+    @property
+    def batches_per_step(self) -> int:
+        return sum(p.repeats for p in self.phases if p.takes_batch)
+
+    def d_objective(self, batch: Batch | None, last: bool) -> tuple[torch.Tensor, Stats]:
+        """D's loss on a real batch and fakes for its labels (with G's graph kept on the last repeat,
+        for G's update), plus the loss's penalties."""
+        n = self.nets
+        assert batch is not None
+        real, y = batch
+        z = n.noise(real.shape[0])
+        with n.autocast():
+            with torch.set_grad_enabled(last):
+                fake = n.G(z, y)
+            out_real, out_fake = n.D(real, y), n.D(fake.detach(), y)
+            loss_d = n.loss.d_loss(out_real.float(), out_fake.float())
+            penalties = n.loss.penalty(n.D, real, fake.detach())
+            total = loss_d + sum(penalties.values()) if penalties else loss_d
+        self._fake, self._y = fake, y
+        stats = {
+            "loss/D": loss_d.detach().float(),
+            "D/real": n.loss.score(out_real.detach().float()).mean(),
+            "D/fake": n.loss.score(out_fake.detach().float()).mean(),
+            **{f"loss/{k}": v.detach().float() for k, v in penalties.items()},
+        }
+        return total, stats
+
+    def g_objective(self, batch: Batch | None, last: bool) -> tuple[torch.Tensor, Stats]:
+        """G's loss through the just-updated D on the last D update's fakes."""
+        n = self.nets
+        with n.autocast():
+            loss_g = n.loss.g_loss(n.D(self._fake, self._y).float())
+        self._fake = None
+        return loss_g, {"loss/G": loss_g.detach().float()}
+
+    def __call__(self, batches: list[Batch]) -> torch.Tensor:
+        """Run every phase on `batches` (one per D repeat); the last repeat's statistics are kept."""
+        stats: Stats = {}
+        todo = iter(batches)
+        for phase in self.phases:
+            for i in range(phase.repeats):
+                batch = next(todo) if phase.takes_batch else None
+                with frozen(phase.frozen):
+                    loss, phase_stats = phase.objective(batch, i == phase.repeats - 1)
+                    norm = optimizer_step(self.nets.scaler, loss, phase.opt, phase.net)
+                for hook in phase.after:
+                    hook()
+                stats.update(phase_stats)
+                stats[f"grad_norm/{phase.name}"] = norm
+        if self.names is None:
+            self.names = list(stats)
+        return torch.stack([stats[name] for name in self.names])
+
+    def named(self, values: torch.Tensor | list[float]) -> dict[str, Any]:
+        """The step's statistics (a tensor or a list of numbers like it) by name."""
+        assert self.names is not None, "named() before the first step"
+        return dict(zip(self.names, values, strict=True))
