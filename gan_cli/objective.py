@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_cli.datasets import Data, to_unit_range
+from gan_cli.metrics.frechet import frechet_distance, mean_cov
+from gan_cli.metrics.reference import run_generator
 
 PROXY_NAME = "pixel_fd"
 PROXY_SAMPLES = 2048  # real and generated samples the stand-in compares
@@ -43,17 +45,6 @@ def _features(batch: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).double()
 
 
-def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||mu_a - mu_b||^2 + tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2) for samples in rows."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
-    vals, vecs = torch.linalg.eigh(cov_a)
-    root_a = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T
-    middle = root_a @ cov_b @ root_a
-    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
-    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross)
-
-
 def _real_sample(data: Data, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` real examples and their labels, the same ones for every run with the same seed."""
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
@@ -65,18 +56,13 @@ def _real_sample(data: Data, n: int, seed: int) -> tuple[torch.Tensor, torch.Ten
     return torch.stack([x for x, _ in pairs]), torch.as_tensor([int(y) for _, y in pairs])
 
 
-@torch.no_grad()
 def pixel_fd(G: nn.Module, data: Data, z_dim: int, device: torch.device, seed: int = 0) -> float:
     """The stand-in objective: see the module docstring. Leaves the global RNG untouched."""
     n = min(PROXY_SAMPLES, len(data))
     real, labels = _real_sample(data, n, seed)
     gen = torch.Generator().manual_seed(seed + 2)
-    was_training = G.training
-    G.eval()
-    fakes = []
-    for start in range(0, n, 256):
-        y = labels[start : start + 256].to(device)
-        z = torch.randn(len(y), z_dim, generator=gen).to(device)
-        fakes.append(G(z, y).float().cpu())
-    G.train(was_training)
-    return frechet_distance(_features(real), _features(torch.cat(fakes)))
+    chunks = [(torch.randn(len(y), z_dim, generator=gen), y) for y in labels.split(256)]
+    fake = torch.cat(list(run_generator(G, chunks, device)))
+    mu_r, cov_r = mean_cov(_features(real).numpy())
+    mu_f, cov_f = mean_cov(_features(fake).numpy())
+    return frechet_distance(mu_r, cov_r, mu_f, cov_f)

@@ -29,9 +29,8 @@ from torch import nn
 from gan_cli import checkpoint as ckpt
 from gan_cli.datasets import build_data
 from gan_cli.errors import ConfigError
-from gan_cli.metrics import METRICS, Evaluation
+from gan_cli.metrics.base import METRICS, Evaluation, cache_root
 from gan_cli.metrics.frechet import frechet_distance, mean_cov
-from gan_cli.metrics.inception import cache_root
 
 log = logging.getLogger("gan_cli")
 

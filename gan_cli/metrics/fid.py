@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gan_cli.metrics import METRICS, Evaluation
+from gan_cli.metrics.base import METRICS, Evaluation
 from gan_cli.metrics.frechet import frechet_distance, kernel_inception_distance, mean_cov
 
 

