@@ -83,7 +83,7 @@ class LoggerConfig:
     tensorboard: bool = True  # write TensorBoard event files under tb/
     progress: str = "auto"  # auto | true | false: tqdm bar (auto: only on a terminal)
     print_every_s: float = 30.0  # seconds between summary lines when the bar is off
-    metrics: list[str] = field(default_factory=list)  # computed at each evaluation: fid | kid | classifier
+    metrics: list[str] = field(default_factory=list)  # each evaluation: fid | kid | precision | recall | ...
     eval_images: int = 5000  # generated images per evaluation
     eval_reference: str = "test"  # test | train: the real split generated images are compared with
     eval_real_images: int = 10000  # real images in that reference set (at most the split's size)
