@@ -45,7 +45,7 @@ class SampleArgs:
 
 @dataclass
 class EvalArgs:
-    metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])  # fid | kid | classifier
+    metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])  # fid | kid | precision | recall | ...
     n: int = 10000  # generated images
     reference: str = "test"  # test | train: the real split they are compared with
     real: int = 10000  # real images in the reference set (at most the split's size)
@@ -159,8 +159,8 @@ def _chunks(
 
 def evaluate_run(argv: list[str]) -> dict[str, Any]:
     usage = (
-        "gan-eval RUN_DIR_OR_CHECKPOINT [metrics=[fid,kid,classifier]] [n=10000] [reference=test] "
-        "[out=FILE.json] [data.root=PATH]"
+        "gan-eval RUN_DIR_OR_CHECKPOINT [metrics=[fid,kid]] [n=10000] [reference=test] [out=FILE.json] "
+        "[data.root=PATH]; metrics: fid kid precision recall density coverage intra_fid classifier"
     )
     run, args = parse_args(argv, EvalArgs, usage)
     if args.n < 2 or args.real < 2:

@@ -131,7 +131,7 @@ class LoggerConfig:
     tensorboard: bool = MISSING  # write TensorBoard event files under tb/
     progress: Any = MISSING  # auto | true | false: tqdm bar (auto: only on a terminal)
     print_every_s: float = MISSING  # seconds between summary lines when the bar is off
-    metrics: list[str] = MISSING  # computed at each evaluation: fid | kid | classifier
+    metrics: list[str] = MISSING  # each evaluation: fid | kid | precision | recall | ...
     eval_images: int = MISSING  # generated images per evaluation
     eval_reference: Split = MISSING  # test | train: the real split generated images are compared with
     eval_real_images: int = MISSING  # real images in that reference set

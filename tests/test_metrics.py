@@ -135,7 +135,7 @@ def test_real_features_are_cached(mnist_root: Path, tmp_path: Path) -> None:
 
 
 def test_unknown_metric_names_the_known_ones() -> None:
-    with pytest.raises(Exception, match="unknown metric .fdi.; choose one of: classifier, fid, kid"):
+    with pytest.raises(Exception, match="unknown metric .fdi.; choose one of: classifier, coverage, density, fid, intra_fid, kid, precision, recall"):
         METRICS.get("fdi")
 
 

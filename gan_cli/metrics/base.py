@@ -53,6 +53,7 @@ class Evaluation:
     cache_dir: str | None = None  # where real-set features are stored (None: the default cache)
     fake_set: RealSet | None = None  # set when the "generated" side is real images (the floor): cached too
     _memo: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    _shared: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # by (kind, extractor)
 
     def features(self, name: str, side: str) -> np.ndarray:
         """(N, dim) float32 features of the 'fake' or 'real' images under extractor `name`."""
