@@ -3,8 +3,9 @@
 Hydra's launchers re-raise a job's exception and end the sweep; instead a failed job logs the error,
 writes `status.json` (status "failed" and the error) and hands the sweeper no value, which Optuna
 records as a failed trial (with `max_failure_rate: 1.0` it goes on with the next ones). A finished
-job writes `status.json` with its final metrics. At the end of the sweep `SweepSummary` logs the table
-`gan-sweep-report` prints, writes it to `summary.md`, and the command exits 1 if any job failed.
+job writes `status.json` with its final metrics. At the end of the sweep a Hydra callback
+(`gan_cli.commands.sweep_report.SweepSummary`) writes the report to `summary.md` and fills `failed_runs`,
+and the command exits 1 if any job failed.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ import os
 import traceback
 from pathlib import Path
 from typing import Any
-
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 from gan_cli.errors import GanCliError
 
@@ -72,23 +70,3 @@ def record_failure(out: Path, err: BaseException, wall_s: float) -> None:
         log.error("this run failed:\n%s", "".join(traceback.format_exception(err)))
         message = f"{type(err).__name__}: {err}"
     write_status(out, "failed", wall_s, error=message)
-
-
-class SweepSummary(Callback):
-    """Hydra callback: at the end of a sweep, log the report and write it to the sweep folder."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from gan_cli.sweep_report import collect, render
-
-        sweep_dir = Path(config.hydra.sweep.dir)
-        try:
-            runs = collect(sweep_dir)
-        except GanCliError as err:
-            log.warning("no sweep summary: %s", err)
-            return
-        table = render(runs, "markdown")
-        (sweep_dir / SUMMARY_FILE).write_text(table, encoding="utf-8")
-        log.info("sweep summary (%s):\n%s", sweep_dir / SUMMARY_FILE, table)
-        failed_runs[:] = [r.name for r in runs if r.status != "ok"]
-        if failed_runs:
-            log.error("%d of %d runs did not finish: %s", len(failed_runs), len(runs), ", ".join(failed_runs))

@@ -11,6 +11,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -18,12 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
+from gan_cli import sweeps
 from gan_cli.errors import GanCliError
-from gan_cli.sweeps import STATUS_FILE
+from gan_cli.sweeps import STATUS_FILE, SUMMARY_FILE
 
 METRICS = ["loss/D", "loss/G", "D/real", "D/fake", "fid"]
 FORMATS = ("table", "markdown", "csv")
+
+log = logging.getLogger("gan_cli")
 
 
 @dataclass
@@ -192,6 +198,29 @@ def render(runs: list[Run], fmt: str) -> str:
         for row in [header, *body]
     ]
     return "\n".join(lines) + f"\n\n{footer}\n"
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of a sweep, log the report and write it to the sweep folder."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            runs = collect(sweep_dir)
+        except GanCliError as err:
+            log.warning("no sweep summary: %s", err)
+            return
+        table = render(runs, "markdown")
+        (sweep_dir / SUMMARY_FILE).write_text(table, encoding="utf-8")
+        log.info("sweep summary (%s):\n%s", sweep_dir / SUMMARY_FILE, table)
+        sweeps.failed_runs[:] = [r.name for r in runs if r.status != "ok"]
+        if sweeps.failed_runs:
+            log.error(
+                "%d of %d runs did not finish: %s",
+                len(sweeps.failed_runs),
+                len(runs),
+                ", ".join(sweeps.failed_runs),
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
