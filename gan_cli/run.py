@@ -22,7 +22,7 @@ from torch import nn
 
 from gan_cli import checkpoint as ckpt
 from gan_cli import distributed
-from gan_cli.config import Choices, LrDecay, OnNan, resolved
+from gan_cli.config import Choices, OnNan, resolved
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import (
     autocast_dtype,
@@ -51,7 +51,7 @@ from gan_cli.losses import build_loss
 from gan_cli.models import build_models, check_model_config, label_classes
 from gan_cli.resume import ResumePoint
 from gan_cli.samples import image_grid, scatter_plot
-from gan_cli.schedule import LinearDecay
+from gan_cli.schedule import LinearDecay, build_schedule
 from gan_cli.step import Nets, TrainStep
 
 log = logging.getLogger("gan_cli")
@@ -257,11 +257,9 @@ def build_run(
     )
     n_critic = int(cfg.loss.n_critic)
     total = total_steps(t_cfg, batches.per_epoch, n_critic)
-    schedule = None
-    if choices.lr_decay is LrDecay.linear:
-        rates = [(nets.opt_g, float(cfg.optimizer.g.lr)), (nets.opt_d, float(cfg.optimizer.d.lr))]
-        max_s = 60.0 * t_cfg.max_minutes if t_cfg.max_minutes is not None else None
-        schedule = LinearDecay(rates, float(cfg.optimizer.lr_decay_start), total, max_s)
+    rates = [(nets.opt_g, float(cfg.optimizer.g.lr)), (nets.opt_d, float(cfg.optimizer.d.lr))]
+    start_at = float(cfg.optimizer.lr_decay_start)
+    schedule = build_schedule(choices.lr_decay, start_at, rates, total, t_cfg.max_minutes)
     train_step = TrainStep(nets, n_critic)
     step_fn: StepFn = train_step if wrap_step is None else wrap_step(train_step)
     blocker = graph_blocker(device, dist.world, schedule is not None, nets.scaler.is_enabled())

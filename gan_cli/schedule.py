@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-DECAYS = ("none", "linear")
+from gan_cli.config import LrDecay
 
 
 class LinearDecay:
@@ -50,13 +50,13 @@ class LinearDecay:
 
 
 def build_schedule(
-    kind: str,
+    kind: LrDecay,
     start: float,
     rates: list[tuple[torch.optim.Optimizer, float]],
     total_steps: int | None,
     max_minutes: float | None,
 ) -> LinearDecay | None:
     """The decay `optimizer.lr_decay` names, or None for constant rates."""
-    if kind == "none":
+    if kind is LrDecay.none:
         return None
     return LinearDecay(rates, start, total_steps, 60.0 * max_minutes if max_minutes is not None else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 
 import gan_cli.cli  # noqa: F401  (registers every model, loss and data set)
 from gan_cli.graphs import StepFn
+from gan_cli.train import train as train_run
 
 STATS = ["loss/D", "loss/G", "D/real", "D/fake", "grad_norm/D", "grad_norm/G"]
 
@@ -29,10 +31,24 @@ GAUSS = [
 ]
 
 
-def make_cfg(*overrides: str, base: list[str] | None = None) -> DictConfig:
-    """The config `gan-train` would compose."""
+@dataclass
+class Setup:
+    """A composed config and the folder its run writes."""
+
+    cfg: DictConfig
+    out: Path
+
+
+def make_cfg(out: Path, *overrides: str, base: list[str] | None = None) -> Setup:
+    """The config `gan-train` would compose, for a run writing to `out`."""
     with initialize_config_module(config_module="gan_cli.configs", version_base="1.3"):
-        return compose("train", overrides=[*(GAUSS if base is None else base), *overrides])
+        cfg = compose("train", overrides=[*(GAUSS if base is None else base), *overrides])
+    return Setup(cfg, Path(out))
+
+
+def train(setup: Setup, **kwargs: Any) -> dict[str, Any]:
+    """`gan_cli.train.train` on a composed config, without Hydra."""
+    return train_run(setup.cfg, setup.out, **kwargs)
 
 
 class Crash(Exception):

@@ -13,9 +13,8 @@ import torch
 
 from gan_cli import checkpoint as ckpt
 from gan_cli.errors import CheckpointError
-from gan_cli.train import train
 from tests.conftest import QUICK, run_cli
-from tests.runs import GAUSS, load, make_cfg
+from tests.runs import GAUSS, load, make_cfg, train
 
 
 class PlantsAFile:

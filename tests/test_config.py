@@ -23,7 +23,7 @@ def options(group: str) -> list[str]:
 
 def compose_train(*overrides: str) -> DictConfig:
     with initialize_config_module(config_module="gan_cli.configs", version_base="1.3"):
-        return compose(config_name="train", overrides=["output_dir=unused", *overrides])
+        return compose(config_name="train", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])

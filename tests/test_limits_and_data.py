@@ -74,8 +74,7 @@ def test_train_called_from_python(tmp_path: Path) -> None:
     cfg = compose_train(
         "experiment=gaussians_demo", "trainer.steps=3", "logger.log_every=1", "trainer.device=cpu"
     )
-    cfg.output_dir = str(tmp_path)
-    result = train(cfg)
+    result = train(cfg, tmp_path)
     assert result["step"] == 3 and set(result) >= {"loss/D", "loss/G", "D/real", "D/fake", "wall_s"}
     assert OmegaConf.to_container(cfg)  # the config is untouched and still valid
 

@@ -11,38 +11,43 @@ import torch
 
 from gan_cli import faults
 from gan_cli.faults import MAX_SKIPS_IN_A_ROW, Diverged
-from gan_cli.train import Parts, train, train_step
+from gan_cli.step import TrainStep
 from tests.conftest import run_cli
-from tests.runs import GAUSS, load, make_cfg, records
+from tests.runs import GAUSS, load, make_cfg, records, train
 
 
 def bad_at(
-    steps: set[int], which: int = 1, poison: bool = False
-) -> tuple[Callable[..., torch.Tensor], list[Any]]:
-    """A real step whose stats (loss/G by default) are NaN at the given steps; G's weights before
+    steps: set[int], which: str = "loss/G", poison: bool = False
+) -> tuple[Callable[[TrainStep], Callable[..., torch.Tensor]], list[Any]]:
+    """Wraps the real step so that its stat `which` is NaN at the given steps; G's weights before
     each step are recorded. With poison, G's weights are made infinite instead, the stats left finite."""
     seen: list[Any] = []
 
-    def step(p: Parts, batches: list[Any]) -> torch.Tensor:
-        seen.append({k: v.clone() for k, v in p.G.state_dict().items()})
-        stats = train_step(p, batches)
-        if len(seen) in steps:
-            if poison:
-                with torch.no_grad():
-                    next(p.G.parameters()).fill_(float("inf"))
-            else:
-                stats = stats.clone()
-                stats[which] = float("nan")
-        return stats
+    def wrap(train_step: TrainStep) -> Callable[..., torch.Tensor]:
+        G = train_step.nets.G
 
-    return step, seen
+        def step(batches: list[Any]) -> torch.Tensor:
+            seen.append({k: v.clone() for k, v in G.state_dict().items()})
+            stats = train_step(batches)
+            if len(seen) in steps:
+                if poison:
+                    with torch.no_grad():
+                        next(G.parameters()).fill_(float("inf"))
+                else:
+                    stats = stats.clone()
+                    stats[(train_step.names or []).index(which)] = float("nan")
+            return stats
+
+        return step
+
+    return wrap, seen
 
 
 def test_stop_names_the_step_and_loss_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     step, _ = bad_at({7})
     cfg = make_cfg(tmp_path, "trainer.steps=20", "trainer.checkpoint_every=3", "logger.log_every=4")
     with pytest.raises(Diverged) as err:
-        train(cfg, step_fn=step)
+        train(cfg, wrap_step=step)
     text = str(err.value)
     assert "loss/G stopped being finite at step 7" in text and "on_nan=skip" in text
     assert str(tmp_path / "checkpoints") in text
@@ -58,22 +63,22 @@ def test_stop_names_the_step_and_loss_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_stop_names_the_discriminator_loss(tmp_path: Path) -> None:
-    step, _ = bad_at({2}, which=0)
+    step, _ = bad_at({2}, which="loss/D")
     with pytest.raises(Diverged, match="loss/D stopped being finite at step 2"):
-        train(make_cfg(tmp_path, "trainer.steps=4"), step_fn=step)
+        train(make_cfg(tmp_path, "trainer.steps=4"), wrap_step=step)
 
 
 def test_stop_on_weights_that_are_not_finite(tmp_path: Path) -> None:
     step, _ = bad_at({4}, poison=True)  # after step 4, just before its checkpoint
     with pytest.raises(Diverged, match="weights of G are not finite at step 4"):
-        train(make_cfg(tmp_path, "trainer.steps=8", "trainer.checkpoint_every=2"), step_fn=step)
+        train(make_cfg(tmp_path, "trainer.steps=8", "trainer.checkpoint_every=2"), wrap_step=step)
     assert load(tmp_path)["step"] == 2
 
 
 def test_skip_drops_the_update_and_counts_it(tmp_path: Path) -> None:
     step, seen = bad_at({3, 5}, poison=False)
     cfg = make_cfg(tmp_path, "trainer.steps=8", "trainer.on_nan=skip", "logger.log_every=2")
-    result = train(cfg, step_fn=step)
+    result = train(cfg, wrap_step=step)
     assert result["step"] == 8
     for bad in (3, 5):  # seen[i] holds the weights before step i + 1
         assert all(torch.equal(seen[bad - 1][k], seen[bad][k]) for k in seen[bad]), f"step {bad} undone"
@@ -92,7 +97,7 @@ def test_skip_undoes_poisoned_weights_and_new_optimizer_state(tmp_path: Path) ->
         make_cfg(
             tmp_path, "trainer.steps=6", "trainer.on_nan=skip", "optimizer=sgd", "optimizer.momentum=0.9"
         ),
-        step_fn=step,
+        wrap_step=step,
     )
     assert all(torch.equal(seen[0][k], seen[1][k]) for k in seen[0]), "the first step's update is gone"
     assert all(torch.isfinite(v).all() for v in load(tmp_path)["G"].values())
@@ -105,7 +110,7 @@ def test_skip_gives_up_after_too_many_bad_steps_in_a_row(
     monkeypatch.setattr(faults, "MAX_SKIPS_IN_A_ROW", 5)
     step, _ = bad_at(set(range(3, 1000)))
     with pytest.raises(Diverged, match="5 steps in a row were not finite .the last at step 7"):
-        train(make_cfg(tmp_path, "trainer.steps=1000", "trainer.on_nan=skip"), step_fn=step)
+        train(make_cfg(tmp_path, "trainer.steps=1000", "trainer.on_nan=skip"), wrap_step=step)
 
 
 def test_cli_exits_non_zero_on_divergence(tmp_path: Path) -> None:
@@ -120,16 +125,21 @@ def test_cli_exits_non_zero_on_divergence(tmp_path: Path) -> None:
 def test_skip_also_undoes_the_moving_average(tmp_path: Path) -> None:
     seen: list[tuple[float, dict[str, torch.Tensor]]] = []
 
-    def step(p: Parts, batches: list[Any]) -> torch.Tensor:
-        assert p.ema is not None, "the default model keeps a moving average of G"
-        seen.append((p.ema.num_updates.item(), {k: v.clone() for k, v in p.ema.model.state_dict().items()}))
-        stats = train_step(p, batches)
-        if len(seen) == 3:
-            stats = stats.clone()
-            stats[1] = float("nan")
-        return stats
+    def step(train_step: TrainStep) -> Callable[..., torch.Tensor]:
+        ema = train_step.nets.ema
+        assert ema is not None, "the default model keeps a moving average of G"
 
-    train(make_cfg(tmp_path, "trainer.steps=5", "trainer.on_nan=skip"), step_fn=step)
+        def inner(batches: list[Any]) -> torch.Tensor:
+            seen.append((ema.num_updates.item(), {k: v.clone() for k, v in ema.model.state_dict().items()}))
+            stats = train_step(batches)
+            if len(seen) == 3:
+                stats = stats.clone()
+                stats[(train_step.names or []).index("loss/G")] = float("nan")
+            return stats
+
+        return inner
+
+    train(make_cfg(tmp_path, "trainer.steps=5", "trainer.on_nan=skip"), wrap_step=step)
     assert [n for n, _ in seen] == [0, 1, 2, 2, 3], "the bad step's update count is taken back"
     before, after = seen[2][1], seen[3][1]
     assert all(torch.equal(before[k], after[k]) for k in before), "and so are the averaged weights"

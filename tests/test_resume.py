@@ -13,9 +13,8 @@ import torch
 from gan_cli import checkpoint as ckpt
 from gan_cli import resume
 from gan_cli.errors import CheckpointError
-from gan_cli.logger import RunLogger
-from gan_cli.train import train
-from tests.runs import Crash, crash_after, load, logged, make_cfg, records, same_weights, tb_scalars
+from gan_cli.logger import TensorBoardLogger
+from tests.runs import Crash, crash_after, load, logged, make_cfg, records, same_weights, tb_scalars, train
 
 N, EVERY = 12, 4
 
@@ -62,7 +61,7 @@ def test_crash_then_resume_is_the_uninterrupted_run(
     train(make_cfg(whole, *common, base=base))
 
     with pytest.raises(Crash):
-        train(make_cfg(broken, *common, base=base), step_fn=crash_after(k))
+        train(make_cfg(broken, *common, base=base), wrap_step=crash_after(k))
     assert load(broken)["step"] == EVERY
     if k > EVERY:  # records after the checkpoint exist and must not be doubled by the resume
         assert records(broken)[-1]["step"] == k
@@ -83,10 +82,7 @@ def test_resumed_event_file_sorts_after_the_earlier_ones(tmp_path: Path) -> None
     tb.mkdir()
     earlier = tb / f"events.out.tfevents.{int(time.time()) + 1}.zzzz.1.0"
     earlier.write_bytes(b"")
-    logger = RunLogger(
-        tmp_path, start_step=4, total_steps=8, tensorboard=True, progress="false", print_every_s=30.0
-    )
-    logger.close()
+    TensorBoardLogger(tmp_path, start_step=4).close()
     names = sorted(f.name for f in tb.iterdir())
     assert len(names) == 2 and names[0] == earlier.name
 

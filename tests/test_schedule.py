@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from gan_cli.fast import graph_blocker
+from gan_cli.config import LrDecay
+from gan_cli.graphs import graph_blocker
 from gan_cli.schedule import LinearDecay, build_schedule
-from gan_cli.train import train
 from tests.conftest import QUICK, run_cli
-from tests.runs import Crash, crash_after, load, make_cfg, records
+from tests.runs import Crash, crash_after, load, make_cfg, records, train
 
 
 def sgd(lr: float) -> torch.optim.Optimizer:
@@ -45,16 +44,12 @@ def test_linear_decay_follows_the_first_limit_reached() -> None:
 
 
 def test_no_decay_keeps_the_rates_and_decay_blocks_graph_capture() -> None:
-    assert build_schedule("none", 0.5, [(sgd(1.0), 1.0)], 100, None) is None
-    decay = build_schedule("linear", 0.5, [(sgd(1.0), 1.0)], None, 2.0)
+    assert build_schedule(LrDecay.none, 0.5, [(sgd(1.0), 1.0)], 100, None) is None
+    decay = build_schedule(LrDecay.linear, 0.5, [(sgd(1.0), 1.0)], None, 2.0)
     assert isinstance(decay, LinearDecay) and decay.max_seconds == 120.0
-    parts = types.SimpleNamespace(
-        device=torch.device("cuda"),
-        shard=(0, 1),
-        schedule=decay,
-        scaler=torch.amp.GradScaler("cpu", enabled=False),
+    assert "optimizer.lr_decay" in str(
+        graph_blocker(torch.device("cuda"), 1, lr_decay=True, grad_scaler=False)
     )
-    assert "optimizer.lr_decay" in str(graph_blocker(parts))  # type: ignore[arg-type]
 
 
 def lr_log(run: Path) -> dict[int, tuple[float, float]]:
@@ -92,7 +87,7 @@ def test_resumed_run_decays_from_the_configured_rates(tmp_path: Path) -> None:
     ]
     whole = train(make_cfg(tmp_path / "whole", *over))
     with pytest.raises(Crash):
-        train(make_cfg(tmp_path / "cut", *over), step_fn=crash_after(14))
+        train(make_cfg(tmp_path / "cut", *over), wrap_step=crash_after(14))
     assert load(tmp_path / "cut")["step"] == 10
     resumed = train(make_cfg(tmp_path / "cut", *over, "trainer.resume=auto"))
     assert lr_log(tmp_path / "cut")[20] == pytest.approx(lr_log(tmp_path / "whole")[20])

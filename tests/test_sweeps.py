@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from gan_cli.commands.sweep_report import collect, render
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from gan_cli import objective
 from gan_cli.datasets import Data
-from gan_cli.sweep_report import collect, render
 from tests.conftest import run_cli
 
 # A few steps of the small MLP on the tiny MNIST, and only the files a sweep needs.
