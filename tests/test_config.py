@@ -86,7 +86,7 @@ def test_no_limit_is_refused() -> None:
         (["trainer.batchsize=3"], "Key 'batchsize' not in 'TrainerConfig'"),
         (["model.widht=3"], "Key 'widht' not in 'DCGANConfig'"),
         (["trainer.steps=many"], "Value 'many' of type 'str' could not be converted to Integer"),
-        (["model=resnet"], "Could not find 'model/resnet'"),
+        (["model=vit"], "Could not find 'model/vit'"),
         (["optimizer.name=adamw"], "Invalid value 'adamw', expected one of [adam, rmsprop, sgd]"),
         (["trainer.batch_size=0", "data=gaussians", "model=mlp"], "trainer.batch_size=0 is not valid"),
         (["trainer.device=cuda", "data=gaussians", "model=mlp"], "CUDA is not available"),
@@ -106,8 +106,8 @@ def test_help_lists_groups_and_options(tmp_path: Path) -> None:
     res = run_cli("--help", cwd=tmp_path)
     assert res.returncode == 0
     for line in [
-        "model: dcgan, mlp",
-        "loss: hinge, lsgan, minimax, nonsaturating, wgan, wgan_gp",
+        "model: dcgan, mlp, resnet",
+        "loss: hinge, lsgan, minimax, nonsaturating, rpgan, wgan, wgan_gp",
         "data: cifar10",
     ]:
         assert line in res.stdout

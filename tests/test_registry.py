@@ -72,8 +72,8 @@ def test_missing_plugin_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_unknown_names_list_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown model 'resnet'; choose one of: dcgan, mlp"):
-        MODELS.get("resnet")
+    with pytest.raises(ConfigError, match="unknown model 'vit'; choose one of: dcgan, mlp, resnet"):
+        MODELS.get("vit")
     with pytest.raises(ConfigError, match="cifar10, fashion_mnist, gaussians, image_folder, mnist"):
         DATASETS.get("celeba")
 

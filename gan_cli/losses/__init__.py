@@ -2,7 +2,9 @@
 
 A loss is a pair of small functions on D's raw outputs (logits or critic values): `d_loss` for the
 discriminator and `g_loss` for the generator. Some add a regulariser (`penalty`, e.g. the gradient
-penalty) or act on D after its update (`after_d_step`, e.g. weight clipping).
+penalty) or act on D after its update (`after_d_step`, e.g. weight clipping). A loss whose generator
+objective compares fakes with reals (`g_needs_real`, e.g. the relativistic pairing loss) also takes
+D's outputs on the real batch: `g_loss(fake, real)`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from gan_cli.registry import Registry, import_submodules
 
 class Loss:
     critic = False  # True: D's outputs are critic values, logged as they are (else as sigmoid scores)
+    g_needs_real = False  # True: g_loss needs D's outputs on the real batch as `real`
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
@@ -25,7 +28,9 @@ class Loss:
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """G's objective from D's outputs on fakes; `real` (D's outputs on the real batch, paired
+        row by row with `fake`) is given when `g_needs_real`, and ignored otherwise."""
         raise NotImplementedError
 
     def penalty(self, d: nn.Module, real_x: torch.Tensor, fake_x: torch.Tensor) -> dict[str, torch.Tensor]:

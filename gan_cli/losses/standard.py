@@ -32,7 +32,7 @@ class Minimax(Loss):
         """L_D = -E[log D(x)] - E[log(1 - D(G(z)))], D = sigmoid(logit) (Goodfellow et al., 2014)."""
         return _bce_real_fake(real, fake)
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         """L_G = E[log(1 - D(G(z)))]: the saturating objective, G minimises what D maximises."""
         return -F.softplus(fake).mean()
 
@@ -43,7 +43,7 @@ class NonSaturating(Loss):
         """L_D = -E[log D(x)] - E[log(1 - D(G(z)))]."""
         return _bce_real_fake(real, fake)
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         """L_G = -E[log D(G(z))] = E[softplus(-logit)]."""
         return F.softplus(-fake).mean()
 
@@ -54,7 +54,7 @@ class LeastSquares(Loss):
         """L_D = 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2] (Mao et al., 2017, a=0, b=c=1)."""
         return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake**2).mean()
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         """L_G = 1/2 E[(D(G(z)) - 1)^2]."""
         return 0.5 * ((fake - 1) ** 2).mean()
 
@@ -70,6 +70,6 @@ class Hinge(Loss):
         """L_D = E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))] (Lim & Ye, 2017; Miyato et al., 2018)."""
         return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         """L_G = -E[D(G(z))]."""
         return -fake.mean()

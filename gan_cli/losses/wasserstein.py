@@ -39,7 +39,7 @@ class WGAN(Loss):
         """L_D = E[D(G(z))] - E[D(x)]: the negated estimate of the Wasserstein-1 distance."""
         return fake.mean() - real.mean()
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         """L_G = -E[D(G(z))]."""
         return -fake.mean()
 

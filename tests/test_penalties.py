@@ -1,0 +1,133 @@
+"""R1/R2 zero-centred penalties against hand-computed values, their gradients w.r.t. D's weights
+(double backward), and their precision under bf16 autocast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from gan_cli.errors import ConfigError
+from gan_cli.losses.penalties import (
+    RegularizerConfig,
+    check_regularizer,
+    penalty_weight,
+    r1_penalty,
+    r2_penalty,
+    regularizer_terms,
+    zero_centred_penalty,
+)
+
+
+def linear(w: list[float]) -> nn.Linear:
+    d = nn.Linear(len(w), 1, bias=False)
+    with torch.no_grad():
+        d.weight.copy_(torch.tensor([w]))
+    return d
+
+
+class Quadratic(nn.Module):
+    """D(x) = sum_i a_i x_i^2, whose input gradient is 2 a x."""
+
+    def __init__(self, a: list[float]) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        out = (self.a * x**2).sum(1)
+        return out if y is None else out + y.float()  # a label term that does not depend on x
+
+
+def test_linear_critic_penalty_is_the_squared_weight_norm() -> None:
+    d = linear([3.0, 4.0])
+    x = torch.randn(5, 2)
+    assert r1_penalty(d, x).item() == pytest.approx(25.0)
+    assert r2_penalty(d, x).item() == pytest.approx(25.0)
+
+
+def test_linear_critic_penalty_gradient_is_twice_the_weight() -> None:
+    # d/dw ||w||^2 = 2w: only reachable through the graph of the input gradient (create_graph=True)
+    d = linear([3.0, -1.0, 0.5])
+    zero_centred_penalty(d, torch.randn(4, 3)).backward()
+    assert d.weight.grad is not None
+    assert d.weight.grad.flatten().tolist() == pytest.approx([6.0, -2.0, 1.0])
+
+
+def test_quadratic_critic_by_hand() -> None:
+    a = [0.5, -2.0]
+    x = torch.tensor([[1.0, 2.0], [-3.0, 0.5]])
+    # grad = 2 a x: [[1, -8], [-3, -2]]; squared norms 65 and 13; mean 39
+    d = Quadratic(a)
+    penalty = zero_centred_penalty(d, x, torch.tensor([1, 2]))
+    assert penalty.item() == pytest.approx(39.0)
+    penalty.backward()
+    # penalty = mean_b sum_i 4 a_i^2 x_bi^2, so d/da_i = mean_b 8 a_i x_bi^2
+    expected = [8 * a[i] * (x[0, i] ** 2 + x[1, i] ** 2).item() / 2 for i in range(2)]
+    assert d.a.grad is not None
+    assert d.a.grad.tolist() == pytest.approx(expected)
+
+
+def test_images_are_flattened_per_example() -> None:
+    d = nn.Sequential(nn.Flatten(), linear([1.0] * 12))
+    x = torch.randn(3, 3, 2, 2)
+    assert zero_centred_penalty(d, x).item() == pytest.approx(12.0)
+
+
+def test_no_gradient_reaches_the_generator() -> None:
+    g = nn.Linear(2, 2)
+    fake = g(torch.randn(4, 2))
+    r2_penalty(linear([1.0, 2.0]), fake).backward()
+    assert g.weight.grad is None
+
+
+def test_bf16_autocast_gives_an_fp32_value_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    d = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 1), nn.Flatten(0))
+    x = torch.randn(8, 16)
+    exact = zero_centred_penalty(d, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = zero_centred_penalty(d, x)
+    assert low.dtype == torch.float32 and torch.isfinite(low)
+    assert low.item() == pytest.approx(exact.item(), rel=0.05)
+    low.backward()
+    # every weight gets a finite gradient (the last bias shifts D's output, not its input gradient)
+    for w in (d[0].weight, d[0].bias, d[2].weight):
+        assert w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+    assert d[2].bias.grad is None
+    # a bf16 input (a fake made under autocast) has a bf16 gradient: still squared and summed in fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        from_bf16 = zero_centred_penalty(d, x.bfloat16())
+    assert from_bf16.dtype == torch.float32
+    assert from_bf16.item() == pytest.approx(exact.item(), rel=0.05)
+
+
+def test_penalty_weight_and_lazy_scaling() -> None:
+    assert penalty_weight(10.0) == 5.0
+    assert penalty_weight(10.0, 16) == 80.0
+
+
+def test_regularizer_terms_weight_each_penalty() -> None:
+    d = linear([3.0, 4.0])
+    real, fake = torch.randn(4, 2), torch.randn(4, 2)
+    cfg = OmegaConf.structured(RegularizerConfig(r1_gamma=2.0, r2_gamma=0.0, reg_every=4))
+    terms = regularizer_terms(cfg, d, real, fake)
+    assert set(terms) == {"r1"}
+    assert terms["r1"].item() == pytest.approx(2.0 / 2 * 4 * 25.0)
+    both = regularizer_terms(RegularizerConfig(r1_gamma=1.0, r2_gamma=3.0), d, real, fake)
+    assert both["r2"].item() == pytest.approx(1.5 * 25.0)
+    assert regularizer_terms(RegularizerConfig(), d, real, fake) == {}
+
+
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        (RegularizerConfig(r1_gamma=-1.0), "r1_gamma=-1.0 is not valid"),
+        (RegularizerConfig(r2_gamma=-0.5), "r2_gamma=-0.5 is not valid"),
+        (RegularizerConfig(reg_every=0), "reg_every=0 is not valid"),
+    ],
+)
+def test_bad_regularizer_settings_are_refused(cfg: RegularizerConfig, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_regularizer(cfg)
+    check_regularizer(RegularizerConfig(r1_gamma=0.1, r2_gamma=0.1, reg_every=16))
