@@ -118,9 +118,10 @@ def import_plugins(modules: list[str]) -> None:
             ) from err
 
 
-def build_optimizer(node: DictConfig, params: Any, fused: bool, key: str) -> torch.optim.Optimizer:
-    """`node` (a `_target_` with `_partial_: true` and its keyword arguments) called with `params`;
-    fused kernels where the class has them, else foreach ones, when `fused`."""
+def optimizer_factory(node: DictConfig, fused: bool, key: str) -> Callable[[Any], torch.optim.Optimizer]:
+    """The optimizer `node` describes (a `_target_` with `_partial_: true` and its keyword arguments),
+    checked against the class before anything is built; call it with the parameters. Fused kernels
+    where the class has them, else foreach ones, when `fused`."""
     spec = OmegaConf.to_container(node, resolve=True)
     assert isinstance(spec, dict)
     target = spec.get("_target_")
@@ -131,18 +132,31 @@ def build_optimizer(node: DictConfig, params: Any, fused: bool, key: str) -> tor
             f"{key}._target_={target!r} cannot be used: {str(err).splitlines()[0]}. Name an optimizer "
             "class, e.g. torch.optim.Adam, or choose optimizer=adam|adamw|rmsprop|sgd"
         ) from err
-    cls = factory.func
-    kwargs: dict[str, Any] = {}
-    if fused:
-        accepted = inspect.signature(cls).parameters
-        if "fused" in accepted:
-            kwargs["fused"] = True
-        elif "foreach" in accepted:
-            kwargs["foreach"] = True
+    accepted = inspect.signature(factory.func).parameters
+    extra: dict[str, Any] = {}
+    if fused and "fused" in accepted:
+        extra["fused"] = True
+    elif fused and "foreach" in accepted:
+        extra["foreach"] = True
     try:
-        return factory(params, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{key}: {target} refused its settings: {err}") from err
+        inspect.signature(factory.func).bind(None, **factory.keywords, **extra)
+    except TypeError as err:
+        raise ConfigError(
+            f"{key}: {target} does not take these settings ({err}); its settings are "
+            f"{', '.join(p for p in accepted if p != 'params')}"
+        ) from err
+
+    def build(params: Any) -> torch.optim.Optimizer:
+        try:
+            return factory(params, **extra)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{key}: {target} refused its settings: {err}") from err
+
+    return build
+
+
+def build_optimizer(node: DictConfig, params: Any, fused: bool, key: str) -> torch.optim.Optimizer:
+    return optimizer_factory(node, fused, key)(params)
 
 
 def total_steps(cfg: DictConfig, per_epoch: int, n_critic: int) -> int | None:
@@ -222,6 +236,9 @@ def build_run(
     device = dist.device
     check_precision(choices.precision, device)
     check_model_config(cfg)
+    fused = use_fused(choices.fused, device)
+    make_opt_g = optimizer_factory(cfg.optimizer.g, fused, "optimizer.g")
+    make_opt_d = optimizer_factory(cfg.optimizer.d, fused, "optimizer.d")
     if dist.is_main:
         ckpt.prepare_folder(run_dir / "checkpoints")
 
@@ -240,13 +257,12 @@ def build_run(
     D.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     loss = build_loss(cfg.loss)
     G_run, D_run = dist.wrap(G), dist.wrap(D)
-    fused = use_fused(choices.fused, device)
     nets = Nets(
         G=torch.compile(G_run) if t_cfg.compile else G_run,  # type: ignore[arg-type]
         D=torch.compile(D_run) if t_cfg.compile else D_run,  # type: ignore[arg-type]
         loss=loss,
-        opt_g=build_optimizer(cfg.optimizer.g, G.parameters(), fused, "optimizer.g"),
-        opt_d=build_optimizer(cfg.optimizer.d, D.parameters(), fused, "optimizer.d"),
+        opt_g=make_opt_g(G.parameters()),
+        opt_d=make_opt_d(D.parameters()),
         scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
         device=device,
         amp_dtype=amp_dtype,

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from gan_cli.commands.sweep_report import collect, render
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from gan_cli import objective
+from gan_cli.commands.sweep_report import collect, render
 from gan_cli.datasets import Data
 from tests.conftest import run_cli
 

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 from torch import nn
 
 from gan_cli.config import store_schema
@@ -57,22 +57,22 @@ from gan_cli.models import (
 
 @dataclass
 class ResNetConfig(ModelOptions):
-    name: str = "resnet"
-    z_dim: int = 128  # noise dimension
-    g_width: int = 128  # G's channels per stage (times the stage's multiplier)
-    d_width: int = 128  # D's channels per stage (times the stage's multiplier)
-    widths: list[float] = field(default_factory=list)  # stage multipliers from the lowest resolution; []: 1
-    blocks_per_stage: int = 1  # residual blocks per stage; the first one resamples
-    block: str = "basic"  # basic | bottleneck
-    expansion: int = 2  # bottleneck blocks: inner channels = expansion * the block's channels
-    groups: int = 1  # groups of the 3x3 convolutions
-    g_norm: str = "batch"  # none | batch
-    d_norm: str = "spectral"  # none | spectral | batch (model.spectral_norm=true also means spectral)
-    g_activation: str = "relu"  # relu | leaky_relu | gelu | silu | tanh
-    d_activation: str = "relu"  # relu | leaky_relu | gelu | silu | tanh
-    d_final_res: int | None = None  # resolution D stops halving at (null: G's starting one, 4 or 7)
-    d_final_blocks: int = 1  # D's blocks without resampling at d_final_res, before the pooling
-    fixup_init: bool = False  # each residual branch's last convolution starts at zero
+    name: str = MISSING
+    z_dim: int = MISSING  # noise dimension
+    g_width: int = MISSING  # G's channels per stage (times the stage's multiplier)
+    d_width: int = MISSING  # D's channels per stage (times the stage's multiplier)
+    widths: list[float] = MISSING  # stage multipliers from the lowest resolution; []: 1
+    blocks_per_stage: int = MISSING  # residual blocks per stage; the first one resamples
+    block: str = MISSING  # basic | bottleneck
+    expansion: int = MISSING  # bottleneck blocks: inner channels = expansion * the block's channels
+    groups: int = MISSING  # groups of the 3x3 convolutions
+    g_norm: str = MISSING  # none | batch
+    d_norm: str = MISSING  # none | spectral | batch (model.spectral_norm=true also means spectral)
+    g_activation: str = MISSING  # relu | leaky_relu | gelu | silu | tanh
+    d_activation: str = MISSING  # relu | leaky_relu | gelu | silu | tanh
+    d_final_res: int | None = MISSING  # resolution D stops halving at (null: G's starting one, 4 or 7)
+    d_final_blocks: int = MISSING  # D's blocks without resampling at d_final_res, before the pooling
+    fixup_init: bool = MISSING  # each residual branch's last convolution starts at zero
 
 
 store_schema("model", "resnet", ResNetConfig)
