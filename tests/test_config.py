@@ -193,7 +193,11 @@ def test_any_torch_optimizer_by_class(tmp_path: Path, mnist_root: Path) -> None:
     cfg = compose_train(*common, "optimizer.g._target_=torch.optim.NAdam", "optimizer.betas=[0.0,0.99]")
     run = build_run(cfg, validate(cfg), tmp_path / "b")
     assert type(run.nets.opt_g) is torch.optim.NAdam and type(run.nets.opt_d) is torch.optim.Adam
-    assert run.nets.opt_d.param_groups[0]["betas"] == run.nets.opt_g.param_groups[0]["betas"] == [0.0, 0.99]
+    assert (
+        tuple(run.nets.opt_d.param_groups[0]["betas"])
+        == tuple(run.nets.opt_g.param_groups[0]["betas"])
+        == (0.0, 0.99)
+    )
 
 
 def test_debug_tiny_shrinks_each_model() -> None:
