@@ -95,11 +95,10 @@ def run(
                     "logger.sample_every=0",
                     "logger.tensorboard=false",
                     "logger.progress=false",
-                    f"output_dir={out}",
                     *overrides,
                 ]
             )
-            train(cfg)
+            train(cfg, out)
             records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     finally:
         log.removeHandler(handler)

@@ -1,7 +1,7 @@
 """Seconds per epoch of the default MNIST runs (`model=mlp` and `model=dcgan`) on this machine.
 
 Usage: python bench/epoch_time.py --data ../shared/data [--models mlp dcgan] [--epochs 1] [--overrides K=V]
-Times the training loop only (data loading and start-up excluded) through the real `train(cfg)`.
+Times the training loop only (data loading and start-up excluded) through the real `train(cfg, run_dir)`.
 """
 
 from __future__ import annotations
@@ -45,11 +45,10 @@ def main() -> None:
                     "logger.sample_every=0",
                     "logger.log_every=100",
                     "trainer.checkpoint_every=0",
-                    f"output_dir={out}",
                     *args.overrides,
                 ],
             )
-            result = train(cfg)
+            result = train(cfg, out)
         per_epoch = result["wall_s"] / result["epoch"]
         print(
             f"model={model} {' '.join(args.overrides)}: {result['step']} steps, {result['epoch']:.3f} epochs "

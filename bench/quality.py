@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registrations)
-from gan_cli.evaluation import generator_from_checkpoint
+from gan_cli.checkpoint import load_generator
 from gan_cli.metrics import Evaluation, RealSet, evaluate
 from gan_cli.metrics.classifier import DEFAULT_EPOCHS, classifier_path, train_classifier
 from gan_cli.metrics.reference import generate, real_set
@@ -89,16 +89,15 @@ def main() -> None:
                 "trainer.epochs=null",
                 f"trainer.max_minutes={args.minutes}",
                 "logger.progress=false",
-                f"output_dir={run_dir}",
                 *SETUPS[setup],
                 *args.overrides,
             ]
             with initialize_config_module("gan_cli.configs", version_base="1.3"):
                 cfg = compose("train", overrides=overrides)
             t0 = time.perf_counter()
-            result = train(cfg)
+            result = train(cfg, run_dir)
             minutes = (time.perf_counter() - t0) / 60
-            G, run_cfg, _ = generator_from_checkpoint(run_dir, device)
+            G, run_cfg, _ = load_generator(run_dir, device)
             fake = generate(G, args.n, int(run_cfg.model.z_dim), device, seed=1)
             scores = measure(fake, data_cfg, args.n_real, device)
             rows.append(

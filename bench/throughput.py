@@ -7,7 +7,7 @@ Baselines, written here as the plain loops they are:
   examples-dcgan  pytorch/examples' dcgan/main.py at 64x64 on MNIST: DataLoader with 2 workers and
                   per-image Resize(64)/ToTensor/Normalize, ngf = ndf = 64, BCELoss on sigmoid outputs,
                   label tensors, Adam 2e-4 betas (0.5, 0.999), five `.item()` reads every step.
-Project runs call the real `gan_cli.train.train(cfg)` (data resident on the device, the step chosen
+Project runs call the real `gan_cli.train.train(cfg, run_dir)` (data resident on the device, the step chosen
 by trainer.cuda_graphs / precision / channels_last defaults) with model=mlp or model=dcgan (widths 64,
 the same network as pytorch/examples) at 28 and 64 pixels.
 
@@ -276,7 +276,7 @@ def examples_dcgan_loop(root: str, batch: int, device: torch.device, clock: Cloc
 
 
 # ----------------------------------------------------------------------------------------------------
-# The project: gan_cli.train.train(cfg), timed through its logger's per-step progress call.
+# The project: gan_cli.train.train(cfg, run_dir), timed through its per-step progress call.
 
 
 def compose_cfg(overrides: list[str]) -> Any:
@@ -291,16 +291,19 @@ def project_loop(
 ) -> str:
     import logging
 
-    import gan_cli.train as gt
-    from gan_cli.logger import RunLogger
+    from gan_cli.logger import NullLogger
+    from gan_cli.train import train
 
-    class TimedLogger(RunLogger):
-        def progress(self, step: int, epoch: float, values: dict[str, float]) -> None:
-            clock.tick(step - self.start_step_)
+    class Ticks(NullLogger):
+        """Told of every step: the clock counts the steps since the run started."""
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.start_step_ = int(kwargs.get("start_step", 0))
+        def __init__(self) -> None:
+            self.first: int | None = None
+
+        def advance(self, step: int) -> None:
+            if self.first is None:
+                self.first = step - 1
+            clock.tick(step - self.first)
 
     widths = ["model.g_width=64", "model.d_width=64"] if model == "dcgan" else []
     messages: list[str] = []
@@ -332,21 +335,13 @@ def project_loop(
                 "logger.sample_every=0",
                 "logger.tensorboard=false",
                 "logger.progress=false",
-                f"output_dir={out}",
                 *extra,
             ]
         )
-        # the loop builds its logger from whichever of these modules names RunLogger
-        modules = [m for m in (gt, sys.modules.get("gan_cli.distributed")) if hasattr(m, "RunLogger")]
-        saved = [m.RunLogger for m in modules]  # type: ignore[union-attr]
-        for m in modules:
-            m.RunLogger = TimedLogger  # type: ignore[union-attr]
         clock.start()
         try:
-            gt.train(cfg)
+            train(cfg, out, loggers=[], progress=Ticks())
         finally:
-            for m, cls in zip(modules, saved, strict=True):
-                m.RunLogger = cls  # type: ignore[union-attr]
             logger.removeHandler(handler)
             logger.setLevel(old_level)
     steps = [m.split("training step: ", 1)[1] for m in messages if "training step: " in m]

@@ -62,6 +62,54 @@ def search_root(hc: Any) -> Path:
     return Path(fixed.rsplit("/", 1)[0] if "/" in fixed else ".").expanduser().absolute()
 
 
+def continue_in(run_dir: Path | None, new_dir: Path) -> Path:
+    """Fold Hydra's fresh `new_dir` into `run_dir`, where the resumed run writes, and remove it.
+
+    This invocation's .hydra/ folder is kept as run_dir/.hydra/resumes/<name>/ and its log lines
+    go on in run_dir/train.log.
+    """
+    if run_dir is None or not run_dir.is_dir():
+        return new_dir
+    run_dir, new_dir = run_dir.absolute(), new_dir.absolute()
+    if run_dir == new_dir:
+        return run_dir
+    hydra_files = new_dir / ".hydra"
+    if hydra_files.is_dir():
+        target = run_dir / ".hydra" / "resumes" / (new_dir.name or time.strftime("%Y-%m-%d_%H-%M-%S"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(hydra_files), str(target))
+    _move_log_files(new_dir, run_dir)
+    if new_dir.is_dir():
+        try:
+            new_dir.rmdir()
+        except OSError:
+            log.info("kept %s: it holds files other than Hydra's", new_dir)
+    return run_dir
+
+
+def _move_log_files(old: Path, new: Path) -> None:
+    """Point the logging file handlers that write inside `old` at the same file names in `new`."""
+    for handler in list(logging.getLogger().handlers):
+        if not isinstance(handler, logging.FileHandler):
+            continue
+        current = Path(handler.baseFilename)
+        if current.parent != old:
+            continue
+        handler.acquire()
+        try:
+            handler.close()
+            target = new / current.name
+            with open(target, "a", encoding="utf-8") as dst:
+                dst.write(current.read_text(encoding="utf-8") if current.exists() else "")
+            current.unlink(missing_ok=True)
+            handler.baseFilename = str(target)
+            handler.mode = "a"
+            handler.stream = handler._open()
+        finally:
+            handler.release()
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One run as Hydra set it up: its folder, its overrides and what it resumes."""
     hc = HydraConfig.get()
@@ -73,7 +121,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if point is not None and point.run_dir is not None:  # a resumed run writes on in its run directory
         run_dir = point.run_dir
         if distributed.env_rank() == 0:
-            resume.continue_in(run_dir, out)
+            continue_in(run_dir, out)
     return {**train(cfg, run_dir, resume=point, overrides=overrides), "run_dir": str(run_dir)}
 
 

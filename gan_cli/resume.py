@@ -3,8 +3,8 @@
 `trainer.resume=auto` looks for the newest run with the same config under a search root (the fixed
 part of Hydra's run-directory pattern, which the CLI works out);
 `trainer.resume=PATH` takes a checkpoint file or a run directory. A resumed run keeps writing in the
-run directory it continues (TensorBoard, metrics.jsonl, samples, checkpoints), so it reads as one run;
-the fresh directory Hydra made for this invocation is folded into it and removed.
+run directory it continues (TensorBoard, metrics.jsonl, samples, checkpoints), so it reads as one run
+(the CLI folds the fresh directory Hydra made for the invocation into it).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,6 @@ log = logging.getLogger("gan_cli")
 # Keys a resumed run may change without changing what is trained: limits, logging, paths and
 # speed switches. A key listed here covers every key below it (`logger` covers `logger.log_every`).
 SAFE_KEYS = (
-    "output_dir",
     "logger",
     "trainer.steps",
     "trainer.epochs",
@@ -192,54 +189,6 @@ def resolve(spec: str | None, force: bool, root: Path, now: dict[str, Any]) -> R
         )
     check_config(path, state, now, force)
     return ResumePoint(path, state, run_dir_of(path.absolute()))
-
-
-def continue_in(run_dir: Path | None, new_dir: Path) -> Path:
-    """Fold Hydra's fresh `new_dir` into `run_dir`, where the resumed run writes, and remove it.
-
-    This invocation's .hydra/ folder is kept as run_dir/.hydra/resumes/<name>/ and its log lines
-    go on in run_dir/train.log.
-    """
-    if run_dir is None or not run_dir.is_dir():
-        return new_dir
-    run_dir, new_dir = run_dir.absolute(), new_dir.absolute()
-    if run_dir == new_dir:
-        return run_dir
-    hydra_files = new_dir / ".hydra"
-    if hydra_files.is_dir():
-        target = run_dir / ".hydra" / "resumes" / (new_dir.name or time.strftime("%Y-%m-%d_%H-%M-%S"))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(str(hydra_files), str(target))
-    _move_log_files(new_dir, run_dir)
-    if new_dir.is_dir():
-        try:
-            new_dir.rmdir()
-        except OSError:
-            log.info("kept %s: it holds files other than Hydra's", new_dir)
-    return run_dir
-
-
-def _move_log_files(old: Path, new: Path) -> None:
-    """Point the logging file handlers that write inside `old` at the same file names in `new`."""
-    for handler in list(logging.getLogger().handlers):
-        if not isinstance(handler, logging.FileHandler):
-            continue
-        current = Path(handler.baseFilename)
-        if current.parent != old:
-            continue
-        handler.acquire()
-        try:
-            handler.close()
-            target = new / current.name
-            with open(target, "a", encoding="utf-8") as dst:
-                dst.write(current.read_text(encoding="utf-8") if current.exists() else "")
-            current.unlink(missing_ok=True)
-            handler.baseFilename = str(target)
-            handler.mode = "a"
-            handler.stream = handler._open()
-        finally:
-            handler.release()
 
 
 def resume_command(run_dir: Path, overrides: list[str]) -> str:

@@ -210,12 +210,12 @@ def real_picture(data: Data, batches: Batches, n: int, real_points: torch.Tensor
     return image_grid(images)
 
 
-def default_loggers(cfg: DictConfig, choices: Choices, run_dir: Path, start: int, total: int) -> Loggers:
-    lg = cfg.logger
+def default_loggers(cfg: DictConfig, run_dir: Path, start: int) -> list[MetricLogger]:
+    """TensorBoard (when logger.tensorboard) and metrics.jsonl, continuing after `start`."""
     loggers: list[MetricLogger] = [JsonlLogger(run_dir, start)]
-    if lg.tensorboard:
+    if cfg.logger.tensorboard:
         loggers.insert(0, TensorBoardLogger(run_dir, start))
-    return Loggers(loggers)
+    return loggers
 
 
 def build_run(
@@ -226,6 +226,7 @@ def build_run(
     resume: ResumePoint | None = None,
     overrides: Sequence[str] = (),
     loggers: Sequence[MetricLogger] | None = None,
+    progress: ProgressLogger | NullLogger | None = None,
     wrap_step: Callable[[StepFn], StepFn] | None = None,
 ) -> Run:
     """Everything a run is made of, in the order that fixes its random numbers (the same seed and config
@@ -307,16 +308,15 @@ def build_run(
         ckpt.set_rng_state(resume.state.rng)
         log.info("resumed from %s at step %d; writing on in %s", resume.path, start, run_dir)
 
-    progress: ProgressLogger | NullLogger = NullLogger()
     if not dist.is_main:
         logger: MetricLogger = NullLogger()
-    elif loggers is not None:
-        logger = Loggers(loggers)
+        progress = NullLogger()
     else:
-        show = show_progress(choices.progress.name)
-        progress = ProgressLogger(start, total or 0, show, float(l_cfg.print_every_s))
-        logger = default_loggers(cfg, choices, run_dir, start, total or 0)
-        logger.loggers.append(progress)
+        if progress is None:
+            show = show_progress(choices.progress.name)
+            progress = ProgressLogger(start, total or 0, show, float(l_cfg.print_every_s))
+        chosen = list(loggers) if loggers is not None else default_loggers(cfg, run_dir, start)
+        logger = Loggers([*chosen, progress])
     if start == 0:
         tags = [*HEADLINE, *[f"metrics/{n}" for n in evaluator.names], "objective"]
         logger.hparams(run_hparams(cfg, overrides), tags)

@@ -39,7 +39,6 @@ class Nets:
     shard: tuple[int, int] = (0, 1)  # (this process, processes): its rows of each global batch
     ema: EMA | None = None  # moving average of G's weights, updated after each G step
     num_classes: int = 0  # labels a conditional G takes (0: unconditional)
-    G_plain: nn.Module | None = None  # G without wrappers (what is saved and averaged)
 
     def noise(self, n: int) -> torch.Tensor:
         """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
@@ -122,6 +121,7 @@ class TrainStep:
         self.names: list[str] | None = None  # the statistics' names, known after the first call
         self._fake: torch.Tensor | None = None
         self._y: torch.Tensor | None = None
+        self._real: torch.Tensor | None = None
         loss = nets.loss
         g_after = [nets.ema.update] if nets.ema is not None else []
         self.phases = [
@@ -149,7 +149,7 @@ class TrainStep:
             loss_d = n.loss.d_loss(out_real.float(), out_fake.float())
             penalties = n.loss.penalty(n.D, real, fake.detach())
             total = loss_d + sum(penalties.values()) if penalties else loss_d
-        self._fake, self._y = fake, y
+        self._fake, self._y, self._real = fake, y, real
         stats = {
             "loss/D": loss_d.detach().float(),
             "D/real": n.loss.score(out_real.detach().float()).mean(),
@@ -159,11 +159,16 @@ class TrainStep:
         return total, stats
 
     def g_objective(self, batch: Batch | None, last: bool) -> tuple[torch.Tensor, Stats]:
-        """G's loss through the just-updated D on the last D update's fakes."""
+        """G's loss through the just-updated D on the last D update's fakes (and, for a relativistic
+        loss, D's outputs on that update's real batch)."""
         n = self.nets
         with n.autocast():
-            loss_g = n.loss.g_loss(n.D(self._fake, self._y).float())
-        self._fake = None
+            out_real = None
+            if n.loss.g_needs_real:  # relativistic losses compare with D's view of the same real batch
+                with torch.no_grad():
+                    out_real = n.D(self._real, self._y).float()
+            loss_g = n.loss.g_loss(n.D(self._fake, self._y).float(), out_real)
+        self._fake = self._real = None
         return loss_g, {"loss/G": loss_g.detach().float()}
 
     def __call__(self, batches: list[Batch]) -> torch.Tensor:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from gan_cli import resume as resuming
 from gan_cli.config import resolved, validate
 from gan_cli.graphs import StepFn
-from gan_cli.logger import MetricLogger
+from gan_cli.logger import MetricLogger, NullLogger, ProgressLogger
 from gan_cli.loop import fit
 from gan_cli.resume import ResumePoint
 from gan_cli.run import build_run
@@ -24,7 +24,8 @@ def train(
     *,
     resume: ResumePoint | None = None,  # the checkpoint to continue; None: cfg.trainer.resume decides
     overrides: Sequence[str] = (),  # the command line's overrides, for HParams and the resume command
-    loggers: Sequence[MetricLogger] | None = None,  # instead of TensorBoard, metrics.jsonl and the bar
+    loggers: Sequence[MetricLogger] | None = None,  # instead of TensorBoard and metrics.jsonl
+    progress: ProgressLogger | NullLogger | None = None,  # instead of the bar (told of every step)
     wrap_step: Callable[[StepFn], StepFn] | None = None,  # wraps the training step (tests, benchmarks)
 ) -> dict[str, Any]:
     """Train a GAN as `cfg` says and return its final numbers (losses, metrics, objective, step)."""

@@ -12,9 +12,8 @@ from PIL import Image
 
 from gan_cli.datasets import build_data
 from gan_cli.errors import ConfigError, DataError
-from gan_cli.train import train
 from tests.conftest import QUICK, make_image_folder, make_mnist, run_cli
-from tests.runs import Crash, crash_after, load, logged, make_cfg, same_weights
+from tests.runs import Crash, crash_after, load, logged, make_cfg, same_weights, train
 
 
 def mnist_cfg(root: Path, download: bool = False) -> object:
@@ -173,7 +172,7 @@ def test_streamed_folder_resumes_exactly(tmp_path: Path, folder_root: Path) -> N
     ]
     train(make_cfg(tmp_path / "whole", base=base))
     with pytest.raises(Crash):
-        train(make_cfg(tmp_path / "broken", base=base), step_fn=crash_after(5))  # mid-epoch (4 per epoch)
+        train(make_cfg(tmp_path / "broken", base=base), wrap_step=crash_after(5))  # mid-epoch (4 per epoch)
     train(make_cfg(tmp_path / "new", f"trainer.resume={tmp_path / 'broken'}", base=base))
     assert same_weights(load(tmp_path / "whole"), load(tmp_path / "broken"))
     assert logged(tmp_path / "whole") == logged(tmp_path / "broken")
@@ -188,7 +187,6 @@ REFUSED = [
     ("trainer.epochs=-1", "trainer.epochs=-1"),
     ("optimizer.lr=0", "optimizer.g.lr=0"),
     ("optimizer.d.lr=-0.1", "optimizer.d.lr=-0.1 is not valid"),
-    ("optimizer.lr_decay=cosine", "optimizer.lr_decay='cosine' is not valid; allowed: none, linear"),
     ("optimizer.lr_decay_start=1", "optimizer.lr_decay_start=1.0 is not valid; give the fraction"),
     ("loss.n_critic=0", "loss.n_critic=0 is not valid; it must be >= 1"),
     ("trainer.checkpoint_every=-5", "trainer.checkpoint_every=-5 is not valid; it must be >= 0"),
@@ -200,8 +198,8 @@ REFUSED = [
     ("model.z_dim=0", "model.z_dim=0 is not valid"),
     ("model.g_width=-2", "model.g_width=-2"),
     ("trainer.precision=16", "trainer.precision=16 needs CUDA"),
-    ("trainer.precision=8", "allowed: 32, bf16, 16"),
-    ("trainer.on_nan=ignore", "allowed: stop, skip"),
+    ("trainer.precision=8", "trainer.precision=8 is not valid; allowed: auto | 32 | bf16 | 16"),
+    ("trainer.channels_last=sometimes", "allowed: auto | true | false"),
     ("trainer.device=tpu", "allowed: auto, cpu, cuda, cuda:N, mps"),
 ]
 
@@ -213,6 +211,20 @@ def test_bad_config_is_refused_before_any_work(tmp_path: Path, override: str, me
     with pytest.raises(ConfigError) as err:  # not the DataError that loading the missing data would give
         train(cfg)
     assert message in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr_decay=cosine", "Invalid value 'cosine', expected one of [none, linear]"),
+        ("trainer.on_nan=ignore", "Invalid value 'ignore', expected one of [stop, skip]"),
+    ],
+)
+def test_bad_choice_is_refused_when_composed(tmp_path: Path, override: str, message: str) -> None:
+    res = run_cli("debug=tiny", override, "hydra.run.dir=run", cwd=tmp_path)
+    assert res.returncode != 0 and message in res.stderr + res.stdout
+    assert "Traceback" not in res.stderr + res.stdout
     assert not (tmp_path / "run").exists()
 
 

@@ -80,7 +80,7 @@ def test_truncated_and_corrupt_checkpoints_name_the_file(tmp_path: Path) -> None
     with pytest.raises(CheckpointError, match="not a gan_cli checkpoint"):
         ckpt.load(other)
     torch.save({"G": {}, "D": {}}, other)
-    with pytest.raises(CheckpointError, match="lacks step, config"):
+    with pytest.raises(CheckpointError, match="lacks version, config, step"):
         ckpt.load(other)
 
 

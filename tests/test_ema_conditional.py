@@ -131,12 +131,11 @@ def test_evaluation_hook_logs_metrics(
         "logger.metrics=[fid,kid]",
         "logger.eval_images=32",
         "logger.eval_real_images=48",
-        f"output_dir={tmp_path / 'run'}",
     ]
     with initialize_config_module("gan_cli.configs", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     (tmp_path / "run").mkdir()
-    result = train(cfg)
+    result = train(cfg, tmp_path / "run")
     assert result["fid"] > 0 and "kid" in result
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "metrics/fid" in r]
