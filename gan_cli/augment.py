@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gan_cli.config import store_schema
 from gan_cli.errors import ConfigError
@@ -28,14 +28,14 @@ NAMES = ("none", "diffaugment", "ada")
 
 @dataclass
 class AugmentConfig:
-    name: str = "none"  # none | diffaugment | ada
-    translation: bool = True  # shift by up to 1/8 of the image size, zero-padded
-    cutout: bool = True  # zero a square of half the image size
-    color: bool = True  # brightness, saturation and contrast
-    p: float = 1.0  # probability of each augmentation per example: fixed (diffaugment) or initial (ada)
-    target: float = 0.6  # ada: the E[sign(D(real))] that p is adjusted to keep
-    interval: int = 4  # ada: D steps between adjustments of p
-    speed_images: int = 500_000  # ada: real images over which p can move from 0 to 1
+    name: str = MISSING  # none | diffaugment | ada
+    translation: bool = MISSING  # shift by up to 1/8 of the image size, zero-padded
+    cutout: bool = MISSING  # zero a square of half the image size
+    color: bool = MISSING  # brightness, saturation and contrast
+    p: float = MISSING  # probability of each augmentation per example: fixed (diffaugment) or initial (ada)
+    target: float = MISSING  # ada: the E[sign(D(real))] that p is adjusted to keep
+    interval: int = MISSING  # ada: D steps between adjustments of p
+    speed_images: int = MISSING  # ada: real images over which p can move from 0 to 1
 
 
 store_schema("augment", "base", AugmentConfig)
@@ -45,8 +45,12 @@ def check_config(cfg: AugmentConfig | DictConfig) -> None:
     """Refuse an unknown name or values out of range, naming the key."""
     if cfg.name not in NAMES:
         raise ConfigError(f"augment.name={cfg.name!r} is not valid; allowed: {', '.join(NAMES)}")
+    if cfg.name == "none":
+        return
     if not 0 <= cfg.p <= 1:
         raise ConfigError(f"augment.p={cfg.p} is not valid; it is a probability, in [0, 1]")
+    if cfg.name != "ada":
+        return
     if not -1 <= cfg.target <= 1:
         raise ConfigError(f"augment.target={cfg.target} is not valid; E[sign(D(real))] lies in [-1, 1]")
     for key in ("interval", "speed_images"):
@@ -214,19 +218,23 @@ class Augment:
     steps), `augment.observe(d_real)` with D's outputs on each augmented real batch (ADA's feedback)."""
 
     def __init__(self, cfg: AugmentConfig | DictConfig, device: torch.device | str = "cpu") -> None:
-        check_config(cfg)
         self.name = str(cfg.name)
+        self.ada: AdaptiveP | None = None
+        self.p = torch.zeros((), device=device)
+        self.ops: dict[str, bool] = {}
+        if self.name == "none":
+            return
+        check_config(cfg)
         self.ops = {
             "translation": bool(cfg.translation),
             "cutout": bool(cfg.cutout),
             "color": bool(cfg.color),
         }
-        self.ada: AdaptiveP | None = None
         if self.name == "ada":
             self.ada = AdaptiveP(cfg.p, cfg.target, cfg.interval, cfg.speed_images, device)
             self.p = self.ada.p
         else:
-            self.p = torch.tensor(float(cfg.p) if self.name == "diffaugment" else 0.0, device=device)
+            self.p = torch.tensor(float(cfg.p), device=device)
 
     @property
     def enabled(self) -> bool:
@@ -248,3 +256,8 @@ class Augment:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.ada is not None and state:
             self.ada.load_state_dict(state)
+
+
+def no_augmentation() -> Augment:
+    """What `augment=none` builds: every call returns its input."""
+    return Augment(OmegaConf.create({"name": "none"}))

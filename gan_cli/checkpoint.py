@@ -236,6 +236,8 @@ class TrainState:
     rng: dict[str, Any]  # Python's, NumPy's and torch's generators
     G_ema: dict[str, torch.Tensor] | None = None  # the moving average of G, when the run keeps one
     skipped_steps: int = 0  # steps dropped by trainer.on_nan=skip
+    augment: dict[str, Any] | None = None  # ADA's adaptive probability and its running counts
+    data_subset: torch.Tensor | None = None  # the indices data.limit / data.classes chose
 
     @classmethod
     def capture(
@@ -267,13 +269,13 @@ class TrainState:
             rng=rng_state(),
             G_ema=nets.ema.state_dict() if nets.ema is not None else None,
             skipped_steps=skipped_steps,
+            augment=nets.augment.state_dict() or None,
+            data_subset=batches.data.subset,
         )
 
     def to_dict(self) -> dict[str, Any]:
         state = {f.name: getattr(self, f.name) for f in fields(self)}
-        if state["G_ema"] is None:
-            del state["G_ema"]
-        return state
+        return {k: v for k, v in state.items() if v is not None or k in REQUIRED}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> TrainState:
@@ -323,6 +325,8 @@ class TrainState:
                 f"the optimizer state in checkpoint {path} does not fit this run's optimizers "
                 f"(another optimizer or model?): {err}"
             ) from err
+        if self.augment:
+            nets.augment.load_state_dict(self.augment)
         batches.seek(**self.data_position)
 
     def check_fits(self, path: Path, data_shape: tuple[int, ...], model_name: str) -> None:

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import gan_cli.augment
 import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema)

@@ -142,6 +142,7 @@ class TrainConfig:
     data: Any = MISSING  # data set group
     model: Any = MISSING  # architecture group
     loss: Any = MISSING  # adversarial objective group
+    augment: Any = MISSING  # augmentation of every image D sees
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -236,6 +237,10 @@ def validate(cfg: DictConfig) -> Choices:
                 raise ConfigError(f"optimizer.{net}.betas={betas} is not valid; give two numbers in [0, 1)")
         if group.get("eps") is not None:
             _positive(group.eps, f"optimizer.{net}.eps")
+    for key in ("r1_gamma", "r2_gamma"):
+        _positive(cfg.loss[key], f"loss.{key}", allow_zero=True)
+    if cfg.loss.reg_every < 1:
+        raise ConfigError(f"loss.reg_every={cfg.loss.reg_every} is not valid; it must be >= 1 (D steps)")
     if cfg.loss.n_critic < 1:
         raise ConfigError(
             f"loss.n_critic={cfg.loss.n_critic} is not valid; it must be >= 1 (D steps per G step)"

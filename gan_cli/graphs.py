@@ -36,7 +36,9 @@ class GraphCaptureError(GanCliError):
     """trainer.cuda_graphs=true, but the step cannot be captured."""
 
 
-def graph_blocker(device: torch.device, world: int, lr_decay: bool, grad_scaler: bool) -> str | None:
+def graph_blocker(
+    device: torch.device, world: int, lr_decay: bool, grad_scaler: bool, lazy_reg: bool = False
+) -> str | None:
     """Why a step cannot be captured as a CUDA graph here, or None when it can."""
     if device.type != "cuda":
         return f"the device is {device.type}, and CUDA graphs need a CUDA device"
@@ -46,6 +48,10 @@ def graph_blocker(device: torch.device, world: int, lr_decay: bool, grad_scaler:
         return (
             "optimizer.lr_decay changes the learning rates between steps, and a graph would keep the "
             "captured ones"
+        )
+    if lazy_reg:
+        return (
+            "loss.reg_every > 1 runs the R1/R2 update on some steps only, and a graph replays one fixed step"
         )
     if grad_scaler:
         return (

@@ -55,6 +55,9 @@ class Meter:
         values["lr/D"] = run.nets.opt_d.param_groups[0]["lr"]
         if run.guard.mode == "skip":
             values["nan/skipped_steps"] = run.guard.skipped
+        ada = run.nets.augment.ada
+        if ada is not None:
+            values["augment/p"], values["augment/rt"] = float(ada.p), float(ada.rt)
         self.sum.zero_()
         self.count, self.window_start = 0, now
         run.logger.scalars(at, values, epoch=run.batches.epochs_done)

@@ -22,6 +22,8 @@ from torch import nn
 
 from gan_cli import checkpoint as ckpt
 from gan_cli import distributed
+from gan_cli.augment import Augment
+from gan_cli.augment import check_config as check_augment
 from gan_cli.config import Choices, OnNan, resolved
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import (
@@ -52,7 +54,7 @@ from gan_cli.models import build_models, check_model_config, label_classes
 from gan_cli.resume import ResumePoint
 from gan_cli.samples import image_grid, scatter_plot
 from gan_cli.schedule import LinearDecay, build_schedule
-from gan_cli.step import Nets, TrainStep
+from gan_cli.step import Nets, Penalties, TrainStep
 
 log = logging.getLogger("gan_cli")
 
@@ -237,6 +239,7 @@ def build_run(
     device = dist.device
     check_precision(choices.precision, device)
     check_model_config(cfg)
+    check_augment(cfg.augment)
     fused = use_fused(choices.fused, device)
     make_opt_g = optimizer_factory(cfg.optimizer.g, fused, "optimizer.g")
     make_opt_d = optimizer_factory(cfg.optimizer.d, fused, "optimizer.d")
@@ -249,6 +252,8 @@ def build_run(
         data = build_data(cfg.data)
     num_workers = int(cfg.data.get("num_workers", 2))
     batches = Batches(data, t_cfg.batch_size, device, t_cfg.seed, num_workers, shard=dist.shard)
+    if cfg.augment.name != "none" and data.kind != "image":
+        raise ConfigError(f"augment={cfg.augment.name} needs image data; data={cfg.data.name} holds points")
     G, D = build_models(cfg.model, data)
     conv = data.kind == "image" and any(isinstance(m, nn.Conv2d) for m in D.modules())
     nhwc = channels_last(choices.channels_last, device, conv)
@@ -271,15 +276,20 @@ def build_run(
         shard=dist.shard,
         ema=EMA(G, float(cfg.model.ema_decay)) if cfg.model.get("ema_decay", 0) else None,
         num_classes=label_classes(cfg.model, data.num_classes),
+        augment=Augment(cfg.augment, device),
     )
+    if data.subset is not None:
+        log.info("training on %d images chosen by data.limit / data.classes", len(data.subset))
     n_critic = int(cfg.loss.n_critic)
+    penalties = Penalties(float(cfg.loss.r1_gamma), float(cfg.loss.r2_gamma), int(cfg.loss.reg_every))
     total = total_steps(t_cfg, batches.per_epoch, n_critic)
     rates = [(nets.opt_g, float(cfg.optimizer.g.lr)), (nets.opt_d, float(cfg.optimizer.d.lr))]
     start_at = float(cfg.optimizer.lr_decay_start)
     schedule = build_schedule(choices.lr_decay, start_at, rates, total, t_cfg.max_minutes)
-    train_step = TrainStep(nets, n_critic)
+    train_step = TrainStep(nets, n_critic, penalties)
     step_fn: StepFn = train_step if wrap_step is None else wrap_step(train_step)
-    blocker = graph_blocker(device, dist.world, schedule is not None, nets.scaler.is_enabled())
+    lazy = penalties.active and penalties.every > 1
+    blocker = graph_blocker(device, dist.world, schedule is not None, nets.scaler.is_enabled(), lazy)
     step_fn = build_step(step_fn, choices.cuda_graphs, blocker, [nets.opt_d, nets.opt_g], device)
     evaluator = Evaluator(cfg, data, device, t_cfg.seed + 2)
     n_fixed = SCATTER_POINTS if data.kind == "points" else int(l_cfg.num_samples)

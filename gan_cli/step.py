@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from gan_cli.augment import Augment, no_augmentation
 from gan_cli.ema import EMA, recompute_norm_stats
 from gan_cli.graphs import Batch
 from gan_cli.losses import Loss
+from gan_cli.losses.penalties import penalty_weight, r1_penalty, r2_penalty
 
 Stats = dict[str, torch.Tensor]
 
@@ -39,6 +41,7 @@ class Nets:
     shard: tuple[int, int] = (0, 1)  # (this process, processes): its rows of each global batch
     ema: EMA | None = None  # moving average of G's weights, updated after each G step
     num_classes: int = 0  # labels a conditional G takes (0: unconditional)
+    augment: Augment = field(default_factory=no_augmentation)  # of every image D sees
 
     def noise(self, n: int) -> torch.Tensor:
         """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
@@ -108,17 +111,35 @@ class Phase:
     opt: torch.optim.Optimizer
     objective: Objective
     repeats: int = 1  # updates in a row, each on its own real batch when `takes_batch`
+    every: int = 1  # runs on every `every`-th step only (lazy regularisation)
     takes_batch: bool = True
     frozen: nn.Module | None = None  # a network the objective runs through but must not train
     after: list[Callable[[], None]] = field(default_factory=list)  # run after each update
 
 
-class TrainStep:
-    """n_critic D updates, each on a real batch and fresh fakes, then one G update on the last fakes."""
+@dataclass(frozen=True)
+class Penalties:
+    """The zero-centred gradient penalties on D: gamma of R1 (real inputs) and R2 (fakes), applied in
+    every D update (`every` 1) or lazily, every `every` steps with the weight scaled to match."""
 
-    def __init__(self, nets: Nets, n_critic: int) -> None:
-        self.nets = nets
+    r1_gamma: float = 0.0
+    r2_gamma: float = 0.0
+    every: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.r1_gamma > 0 or self.r2_gamma > 0
+
+
+class TrainStep:
+    """n_critic D updates, each on a real batch and fresh fakes, then one G update on the last fakes;
+    with lazy R1/R2, a D regularisation update every `penalties.every` steps between them."""
+
+    def __init__(self, nets: Nets, n_critic: int, penalties: Penalties = Penalties()) -> None:
+        self.nets, self.penalties = nets, penalties
         self.names: list[str] | None = None  # the statistics' names, known after the first call
+        self.calls = 0
+        self._held: dict[str, Stats] = {}  # the last statistics of phases that skip steps
         self._fake: torch.Tensor | None = None
         self._y: torch.Tensor | None = None
         self._real: torch.Tensor | None = None
@@ -127,9 +148,34 @@ class TrainStep:
         self.phases = [
             Phase(
                 "D", nets.D, nets.opt_d, self.d_objective, n_critic, after=[lambda: loss.after_d_step(nets.D)]
-            ),
-            Phase("G", nets.G, nets.opt_g, self.g_objective, takes_batch=False, frozen=nets.D, after=g_after),
+            )
         ]
+        if penalties.active and penalties.every > 1:
+            self.phases.append(
+                Phase(
+                    "Dreg", nets.D, nets.opt_d, self.reg_objective, takes_batch=False, every=penalties.every
+                )
+            )
+        self.phases.append(
+            Phase("G", nets.G, nets.opt_g, self.g_objective, takes_batch=False, frozen=nets.D, after=g_after)
+        )
+
+    def critic(self) -> Callable[..., torch.Tensor]:
+        """D as the penalties see it: on augmented inputs when augmenting (gradients w.r.t. the
+        un-augmented image)."""
+        n = self.nets
+        if not n.augment.enabled:
+            return n.D
+        return lambda x, y=None: n.D(n.augment(x), y)
+
+    def penalty_terms(self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor, every: int) -> Stats:
+        """gamma/2 * E||grad D||^2 on real (R1) and fake (R2) inputs, weighted for `every`."""
+        pen, terms = self.penalties, {}
+        if pen.r1_gamma > 0:
+            terms["r1"] = penalty_weight(pen.r1_gamma, every) * r1_penalty(self.critic(), real, y)
+        if pen.r2_gamma > 0:
+            terms["r2"] = penalty_weight(pen.r2_gamma, every) * r2_penalty(self.critic(), fake, y)
+        return terms
 
     @property
     def batches_per_step(self) -> int:
@@ -145,9 +191,12 @@ class TrainStep:
         with n.autocast():
             with torch.set_grad_enabled(last):
                 fake = n.G(z, y)
-            out_real, out_fake = n.D(real, y), n.D(fake.detach(), y)
+            out_real, out_fake = n.D(n.augment(real), y), n.D(n.augment(fake.detach()), y)
+            n.augment.observe(out_real)
             loss_d = n.loss.d_loss(out_real.float(), out_fake.float())
             penalties = n.loss.penalty(n.D, real, fake.detach())
+            if self.penalties.active and self.penalties.every == 1:
+                penalties.update(self.penalty_terms(real, fake.detach(), y, 1))
             total = loss_d + sum(penalties.values()) if penalties else loss_d
         self._fake, self._y, self._real = fake, y, real
         stats = {
@@ -162,20 +211,31 @@ class TrainStep:
         """G's loss through the just-updated D on the last D update's fakes (and, for a relativistic
         loss, D's outputs on that update's real batch)."""
         n = self.nets
+        assert self._fake is not None and self._real is not None
         with n.autocast():
             out_real = None
             if n.loss.g_needs_real:  # relativistic losses compare with D's view of the same real batch
                 with torch.no_grad():
-                    out_real = n.D(self._real, self._y).float()
-            loss_g = n.loss.g_loss(n.D(self._fake, self._y).float(), out_real)
+                    out_real = n.D(n.augment(self._real), self._y).float()
+            loss_g = n.loss.g_loss(n.D(n.augment(self._fake), self._y).float(), out_real)
         self._fake = self._real = None
         return loss_g, {"loss/G": loss_g.detach().float()}
+
+    def reg_objective(self, batch: Batch | None, last: bool) -> tuple[torch.Tensor, Stats]:
+        """Lazy R1/R2 on the last D update's real batch and fakes, weighted by the interval."""
+        assert self._real is not None and self._fake is not None and self._y is not None
+        with self.nets.autocast():
+            terms = self.penalty_terms(self._real, self._fake.detach(), self._y, self.penalties.every)
+        return sum(terms.values()), {f"loss/{k}": v.detach().float() for k, v in terms.items()}  # type: ignore[return-value]
 
     def __call__(self, batches: list[Batch]) -> torch.Tensor:
         """Run every phase on `batches` (one per D repeat); the last repeat's statistics are kept."""
         stats: Stats = {}
         todo = iter(batches)
         for phase in self.phases:
+            if self.calls % phase.every:  # not due: its last statistics stand
+                stats.update(self._held[phase.name])
+                continue
             for i in range(phase.repeats):
                 batch = next(todo) if phase.takes_batch else None
                 with frozen(phase.frozen):
@@ -185,6 +245,9 @@ class TrainStep:
                     hook()
                 stats.update(phase_stats)
                 stats[f"grad_norm/{phase.name}"] = norm
+            if phase.every > 1:
+                self._held[phase.name] = {**phase_stats, f"grad_norm/{phase.name}": norm}
+        self.calls += 1
         if self.names is None:
             self.names = list(stats)
         return torch.stack([stats[name] for name in self.names])

@@ -3,6 +3,8 @@ gradients to the input, ADA's update rule on hand-made D outputs, and the YAML g
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -12,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 from gan_cli.augment import (
     AdaptiveP,
     Augment,
-    AugmentConfig,
     brightness,
     check_config,
     contrast,
@@ -24,6 +25,19 @@ from gan_cli.augment import (
     translation_limits,
 )
 from gan_cli.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "augment"
+
+
+def AugmentConfig(name: str = "ada", **overrides: object) -> DictConfig:
+    """The augment config as configs/augment/<name>.yaml gives it (ada's keys for an unknown name),
+    with `overrides`."""
+    path = CONFIGS / f"{name}.yaml"
+    base = OmegaConf.load(path if path.exists() else CONFIGS / "ada.yaml")
+    base.pop("defaults")
+    merged = OmegaConf.merge(base, {"name": name, **overrides})
+    assert isinstance(merged, DictConfig)
+    return merged
 
 
 def images(b: int = 6, c: int = 3, size: int = 16) -> torch.Tensor:
@@ -251,7 +265,7 @@ def compose_augment(option: str, *overrides: str) -> DictConfig:
 @pytest.mark.parametrize("option", ["none", "diffaugment", "ada"])
 def test_yaml_options_compose_on_the_schema(option: str) -> None:
     node = compose_augment(option)
-    assert OmegaConf.get_type(node) is AugmentConfig and node.name == option
+    assert OmegaConf.get_type(node).__name__ == "AugmentConfig" and node.name == option
     assert Augment(node).name == option
     if option == "ada":
         assert (node.p, node.target, node.interval, node.speed_images) == (0.0, 0.6, 4, 500_000)

@@ -7,6 +7,7 @@ training device, batches drawn there with no DataLoader) or a torch Dataset for 
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from gan_cli.errors import DataError
 from gan_cli.registry import Registry, import_submodules
@@ -35,6 +36,7 @@ class Data:
     labels: torch.Tensor | None = None
     dataset: Dataset[Any] | None = None
     class_names: list[str] | None = None
+    subset: torch.Tensor | None = None  # the indices kept by data.limit / data.classes (None: all)
 
     def __len__(self) -> int:
         if self.tensor is not None:
@@ -47,7 +49,51 @@ DATASETS: Registry[Callable[[DictConfig], Data]] = Registry("data set")
 
 
 def build_data(cfg: DictConfig) -> Data:
-    return DATASETS.get(cfg.name)(cfg)
+    data = DATASETS.get(cfg.name)(cfg)
+    if cfg.get("limit") is not None or cfg.get("classes") is not None:
+        data = select(data, cfg.get("limit"), cfg.get("classes"), int(cfg.get("subset_seed", 0)))
+    return data
+
+
+def _labels_of(data: Data) -> torch.Tensor:
+    if data.labels is not None:
+        return data.labels
+    if data.dataset is not None and hasattr(data.dataset, "labels"):
+        return torch.as_tensor(data.dataset.labels)
+    if data.dataset is not None:
+        return torch.as_tensor([int(data.dataset[i][1]) for i in range(len(data))])
+    return torch.zeros(len(data), dtype=torch.long)
+
+
+def select(data: Data, limit: int | None, classes: Any, seed: int) -> Data:
+    """The examples of `classes` (all when None), then a seeded choice of `limit` of them (all when
+    None): a small-data study trains on the same images on every machine."""
+    keep = torch.arange(len(data))
+    if classes is not None:
+        wanted = [int(c) for c in classes]
+        if data.num_classes == 0:
+            raise DataError(
+                "data.classes needs a labelled data set; this one has no classes. Set data.classes=null"
+            )
+        bad = [c for c in wanted if not 0 <= c < data.num_classes]
+        if bad or not wanted:
+            raise DataError(
+                f"data.classes={wanted} is not valid; give class numbers in 0..{data.num_classes - 1}"
+            )
+        keep = keep[torch.isin(_labels_of(data), torch.tensor(wanted))]
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"data.limit={limit} is not valid; give the number of images to train on (>= 1)")
+        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(seed))
+        keep = keep[order[: int(limit)]].sort().values
+    if data.tensor is not None:
+        labels = data.labels[keep] if data.labels is not None else None
+        tensor: torch.Tensor | None = data.tensor[keep]
+        dataset = None
+    else:
+        assert data.dataset is not None
+        tensor, labels, dataset = None, None, Subset(data.dataset, keep.tolist())
+    return dataclasses.replace(data, tensor=tensor, labels=labels, dataset=dataset, subset=keep)
 
 
 def to_unit_range(batch: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,9 @@ class ImageFolderConfig:
     max_memory_mb: int = MISSING  # with in_memory=auto, larger folders use a DataLoader
     num_workers: int = MISSING  # DataLoader workers when not in memory
     on_bad_image: str = MISSING  # error | skip: what to do with a file that cannot be read
+    limit: Any = MISSING  # train on a seeded subset of this many images (null: all)
+    classes: Any = MISSING  # train on these class numbers only (null: all)
+    subset_seed: int = MISSING  # seeds the choice of data.limit images
 
 
 store_schema("data", "image_folder", ImageFolderConfig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ class TorchvisionDataConfig:
     download: bool = MISSING  # download the files when they are missing
     split: str = MISSING  # train | test
     image_size: int = MISSING  # images are resized to this (native: 28 for MNIST-like, 32 for CIFAR-10)
+    limit: Any = MISSING  # train on a seeded subset of this many images (null: all)
+    classes: Any = MISSING  # train on these class numbers only (null: all)
+    subset_seed: int = MISSING  # seeds the choice of data.limit images
 
 
 store_schema("data", "torchvision", TorchvisionDataConfig)

@@ -10,12 +10,24 @@ D's outputs on the real batch: `g_loss(fake, real)`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 from torch import nn
 
 from gan_cli.registry import Registry, import_submodules
+
+
+@dataclass
+class LossOptions:
+    """Keys every loss has (its own schema extends this): D steps per G step and the zero-centred
+    gradient penalties (R1 on real, R2 on fake inputs), applied every `reg_every` D steps."""
+
+    n_critic: int = MISSING  # D updates per G update
+    r1_gamma: float = MISSING  # gamma of R1, gamma/2 * E||grad D(x)||^2 on real inputs (0: off)
+    r2_gamma: float = MISSING  # gamma of R2, the same on generated inputs (0: off)
+    reg_every: int = MISSING  # D steps between penalty updates (1: in every D update; k: lazily, weight x k)
 
 
 class Loss:

@@ -9,13 +9,12 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 
 from gan_cli.config import store_schema
-from gan_cli.losses import LOSSES, Loss
+from gan_cli.losses import LOSSES, Loss, LossOptions
 
 
 @dataclass
-class LossConfig:
-    name: str = MISSING  # minimax | nonsaturating | hinge | lsgan | wgan | wgan_gp
-    n_critic: int = MISSING  # D updates per G update
+class LossConfig(LossOptions):
+    name: str = MISSING  # minimax | nonsaturating | hinge | lsgan | rpgan | wgan | wgan_gp
 
 
 store_schema("loss", "base", LossConfig)

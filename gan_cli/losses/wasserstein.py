@@ -10,20 +10,18 @@ from omegaconf import MISSING
 from torch import nn
 
 from gan_cli.config import store_schema
-from gan_cli.losses import LOSSES, Loss
+from gan_cli.losses import LOSSES, Loss, LossOptions
 
 
 @dataclass
-class WGANConfig:
+class WGANConfig(LossOptions):
     name: str = MISSING
-    n_critic: int = MISSING  # D (critic) updates per G update
     clip: float = MISSING  # weights of D are clipped to [-clip, clip] after each update
 
 
 @dataclass
-class WGANGPConfig:
+class WGANGPConfig(LossOptions):
     name: str = MISSING
-    n_critic: int = MISSING  # D (critic) updates per G update
     gp_weight: float = MISSING  # lambda of the gradient penalty
 
 

@@ -33,6 +33,8 @@ def real_set(data_cfg: DictConfig, split: str, n: int) -> RealSet:
     assert isinstance(cfg, DictConfig)
     if "split" in cfg:
         cfg.split = split
+    if "limit" in cfg:  # a small-data run is measured against the whole reference split
+        cfg.limit = None
     data = build_data(cfg)
     if data.kind != "image":
         raise ConfigError(f"image metrics need image data; data={data_cfg.name} holds {data.kind}")
