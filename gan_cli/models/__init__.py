@@ -73,6 +73,27 @@ def spectral_norm_all(module: nn.Module) -> nn.Module:
     return module
 
 
+def configured_image_size(cfg: DictConfig) -> int:
+    """The image size the data config asks for; a model that builds images refuses data without one."""
+    if "image_size" not in cfg.data:
+        from gan_cli.errors import ConfigError
+
+        raise ConfigError(f"model={cfg.model.name} needs image data, not data={cfg.data.name}; use model=mlp")
+    return int(cfg.data.image_size)
+
+
+def square_images(data: Data, model_name: str) -> tuple[int, int]:
+    """(channels, size) of data made of square images, which the convolutional models build."""
+    from gan_cli.errors import ConfigError
+
+    if data.kind != "image":
+        raise ConfigError(f"model={model_name} needs image data; use model=mlp for data=gaussians")
+    channels, height, width = data.shape
+    if height != width:
+        raise ConfigError(f"model={model_name} needs square images, got {height}x{width}")
+    return channels, height
+
+
 def label_classes(model_cfg: DictConfig, num_classes: int) -> int:
     """How many labels G takes: the data set's classes for a conditional model, else 0."""
     return int(num_classes) if model_cfg.get("conditional", False) else 0

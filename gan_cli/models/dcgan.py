@@ -22,9 +22,11 @@ from gan_cli.models import (
     LABEL_DIM,
     MODELS,
     ModelOptions,
+    configured_image_size,
     label_embedding,
     projection,
     spectral_norm_all,
+    square_images,
     with_label,
 )
 
@@ -125,9 +127,7 @@ class DCGANDiscriminator(nn.Module):
 
 def check_config(cfg: DictConfig) -> None:
     """Image data of a size DCGAN can build, known from the config alone."""
-    if "image_size" not in cfg.data:
-        raise ConfigError(f"model=dcgan needs image data, not data={cfg.data.name}; use model=mlp")
-    base_and_depth(int(cfg.data.image_size))
+    base_and_depth(configured_image_size(cfg))
 
 
 CONFIG_CHECKS["dcgan"] = check_config
@@ -135,11 +135,7 @@ CONFIG_CHECKS["dcgan"] = check_config
 
 @MODELS.register("dcgan")
 def build(cfg: DictConfig, data: Data) -> tuple[nn.Module, nn.Module]:
-    if data.kind != "image":
-        raise ConfigError("model=dcgan needs image data; use model=mlp for data=gaussians")
-    channels, height, width = data.shape
-    if height != width:
-        raise ConfigError(f"model=dcgan needs square images, got {height}x{width}")
+    channels, height = square_images(data, "dcgan")
     if cfg.g_width < 1 or cfg.d_width < 1 or cfg.z_dim < 1:
         raise ConfigError("model.g_width, model.d_width and model.z_dim must be >= 1")
     classes = data.num_classes if cfg.conditional else 0

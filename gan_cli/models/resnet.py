@@ -48,9 +48,11 @@ from gan_cli.models import (
     MODELS,
     ModelOptions,
     activation,
+    configured_image_size,
     label_embedding,
     projection,
     spectral_norm_all,
+    square_images,
     with_label,
 )
 
@@ -306,9 +308,7 @@ class ResNetDiscriminator(nn.Module):
 
 def check_config(cfg: DictConfig) -> None:
     """Image data of a size the ResNets can build, and valid model settings, from the config alone."""
-    if "image_size" not in cfg.data:
-        raise ConfigError(f"model=resnet needs image data, not data={cfg.data.name}; use model=mlp")
-    check_options(cfg.model, int(cfg.data.image_size))
+    check_options(cfg.model, configured_image_size(cfg))
 
 
 CONFIG_CHECKS["resnet"] = check_config
@@ -316,11 +316,7 @@ CONFIG_CHECKS["resnet"] = check_config
 
 @MODELS.register("resnet")
 def build(cfg: DictConfig, data: Data) -> tuple[nn.Module, nn.Module]:
-    if data.kind != "image":
-        raise ConfigError("model=resnet needs image data; use model=mlp for data=gaussians")
-    channels, height, width = data.shape
-    if height != width:
-        raise ConfigError(f"model=resnet needs square images, got {height}x{width}")
+    channels, height = square_images(data, "resnet")
     check_options(cfg, height)
     classes = data.num_classes if cfg.conditional else 0
     label_embedding(data.num_classes, cfg.conditional)  # refuses unlabelled data
