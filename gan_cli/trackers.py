@@ -175,6 +175,8 @@ class MlflowLogger(NullLogger):
             created = self.client.create_run(self._experiment_id(), run_name=run_dir.name, tags=tags)
             self.run_id = created.info.run_id
             _write_ids(run_dir, "mlflow", {"tracking_uri": self.uri, "run_id": self.run_id})
+            if start_step > 0:  # a resumed run new to MLflow: the loop declares params only at step 0
+                self.hparams({}, [])
         log.info("MLflow run %s in %s (mlflow ui --backend-store-uri %s)", self.run_id, self.uri, self.uri)
 
     def _experiment_id(self) -> str:
@@ -268,6 +270,8 @@ class WandbLogger(NullLogger):
             settings=wandb.Settings(console="off", disable_git=True, save_code=False, silent=True),
         )
         _write_ids(run_dir, "wandb", {"id": self.run.id})
+        if start_step > 0 and not saved:  # a resumed run new to W&B: the loop declares its config at step 0
+            self.hparams({}, [])
 
     def scalars(self, step: int, values: Mapping[str, float], epoch: float | None = None) -> None:
         self.run.log({**values, **({"epoch": epoch} if epoch is not None else {})}, step=step)

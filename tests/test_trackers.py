@@ -69,6 +69,15 @@ def test_mlflow_resume_continues_the_run(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "trackers.json").read_text())["mlflow"]["run_id"] == run.info.run_id
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/D")] == [2, 4, 6, 8]
     assert run.info.status == "FINISHED"
+    # a run that starts tracking when resumed gets a new MLflow run, with its params all the same
+    train(make_cfg(tmp_path / "late", "trainer.steps=4", "logger.backends=[]"))
+    later = [*tracked[:2], "logger.mlflow.experiment=late"]
+    train(make_cfg(tmp_path / "new", "trainer.steps=6", f"trainer.resume={tmp_path / 'late'}", *later))
+    late = client.get_experiment_by_name("late")
+    assert late is not None
+    (run,) = client.search_runs([late.experiment_id])
+    assert run.data.params["model.name"] == "mlp" and run.data.params["trainer.steps"] == "6"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/D")] == [6]
 
 
 def wandb_records(path: Path) -> list[Any]:
