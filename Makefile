@@ -13,10 +13,10 @@ help:  ## list the targets
 $(BIN)/gan-train: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,optuna]'
+	$(BIN)/python -m pip install -q -e '.[dev,optuna,mlflow,wandb,export]'
 	touch $@
 
-install: $(BIN)/gan-train  ## create .venv (if missing) and install the package, editable, with dev tools and Optuna
+install: $(BIN)/gan-train  ## create .venv (if missing) and install the package, editable, with dev tools, Optuna, MLflow, W&B and ONNX
 
 test: install  ## lint, type-check and run every test
 	$(BIN)/ruff check gan_cli tests bench

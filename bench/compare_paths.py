@@ -93,7 +93,7 @@ def run(
                     f"trainer.cuda_graphs={graphs}",
                     "logger.log_every=1",
                     "logger.sample_every=0",
-                    "logger.tensorboard=false",
+                    "logger.backends=[]",
                     "logger.progress=false",
                     *overrides,
                 ]

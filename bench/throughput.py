@@ -333,7 +333,7 @@ def project_loop(
                 "trainer.checkpoint_every=0",
                 "logger.log_every=100000000",
                 "logger.sample_every=0",
-                "logger.tensorboard=false",
+                "logger.backends=[]",
                 "logger.progress=false",
                 *extra,
             ]

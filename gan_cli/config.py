@@ -57,6 +57,21 @@ class Split(Enum):
     train = "train"
 
 
+class Backend(Enum):
+    """Where a run's scalars and pictures go, besides metrics.jsonl (always written)."""
+
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+    wandb = "wandb"
+    csv = "csv"
+
+
+class WandbMode(Enum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
 E = TypeVar("E", bound=Enum)
 
 _SPELLINGS = {"32": "fp32", "16": "fp16", "on": "true", "off": "false", "none": "none"}
@@ -123,12 +138,27 @@ class TrainerConfig:
 
 
 @dataclass
+class MlflowConfig:
+    tracking_uri: str = MISSING  # the MLflow store: sqlite:///FILE, a folder, or a server (http://...)
+    experiment: str | None = MISSING  # experiment name (None: a sweep's folder, else gan_cli)
+
+
+@dataclass
+class WandbConfig:
+    mode: WandbMode = MISSING  # offline | online | disabled
+    project: str = MISSING  # W&B project
+    entity: str | None = MISSING  # W&B user or team (None: the account's default)
+
+
+@dataclass
 class LoggerConfig:
     log_every: int = MISSING  # steps between scalar logs
     sample_every: int = MISSING  # steps between sample grids (0: only at start and end)
     eval_every: int = MISSING  # steps between metric evaluations (0: only at the end)
     num_samples: int = MISSING  # images in a sample grid
-    tensorboard: bool = MISSING  # write TensorBoard event files under tb/
+    backends: list[Backend] = MISSING  # tensorboard | mlflow | wandb | csv, besides metrics.jsonl
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     progress: Any = MISSING  # auto | true | false: tqdm bar (auto: only on a terminal)
     print_every_s: float = MISSING  # seconds between summary lines when the bar is off
     metrics: list[str] = MISSING  # each evaluation: fid | kid | precision | recall | ...

@@ -1,5 +1,6 @@
 """Where a run's numbers and pictures go: a small `MetricLogger` interface and its implementations
-(TensorBoard, metrics.jsonl, the progress bar, and a null one for processes other than rank 0).
+(TensorBoard, metrics.jsonl, metrics.csv, the progress bar, and a null one for processes other than
+rank 0). The MLflow and W&B loggers, which need packages of their own, are in trackers.py.
 
 A resumed run logs on from its checkpoint's step: each logger drops what a killed process wrote after
 that step (metrics.jsonl: its lines; TensorBoard: a purge), so the records read as one run.
@@ -7,6 +8,8 @@ that step (metrics.jsonl: its lines; TensorBoard: a purge), so the records read 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import os
@@ -111,6 +114,70 @@ class JsonlLogger(NullLogger):
 
     def close(self, final: Mapping[str, Any] | None = None) -> None:
         self._file.close()
+
+
+class CsvLogger(NullLogger):
+    """metrics.csv, for a spreadsheet: one row per logging step, one column per key seen so far.
+
+    A key that first appears later (an evaluation's metrics/fid) widens the header: the file is then
+    rewritten whole, to a temporary file renamed into place, so it always opens with one header that
+    names every column and is never seen half written."""
+
+    def __init__(self, run_dir: Path, start_step: int) -> None:
+        self.path = run_dir / "metrics.csv"
+        self.columns = ["step", "epoch"]
+        rows = self._rows()
+        if self.path.exists():
+            kept = [row for row in rows if _csv_step(row) in range(start_step + 1)]
+            if len(kept) != len(rows) or not self.path.read_text(encoding="utf-8").endswith("\n"):
+                self._rewrite(kept)
+        else:
+            self._rewrite([])
+        self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
+
+    def _rows(self) -> list[dict[str, str]]:
+        """The file's complete rows (a torn last line, from a process killed mid-write, is left out);
+        its header becomes the columns."""
+        if not self.path.exists():
+            return []
+        text = self.path.read_text(encoding="utf-8")
+        if not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+        if reader.fieldnames:
+            self.columns = list(reader.fieldnames)
+        return rows
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def scalars(self, step: int, values: Mapping[str, float], epoch: float | None = None) -> None:
+        record = {"step": step, "epoch": round(epoch, 4) if epoch is not None else "", **values}
+        new = [key for key in record if key not in self.columns]
+        if new:
+            self._file.close()
+            rows = self._rows()
+            self.columns += new
+            self._rewrite(rows)
+            self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+        csv.DictWriter(self._file, fieldnames=self.columns).writerow(record)
+        self._file.flush()
+
+    def close(self, final: Mapping[str, Any] | None = None) -> None:
+        self._file.close()
+
+
+def _csv_step(row: Mapping[str, str]) -> int:
+    try:
+        return int(row["step"])
+    except (ValueError, KeyError, TypeError):
+        return -1
 
 
 def _plain(value: Any) -> Any:

@@ -41,12 +41,10 @@ from gan_cli.faults import NanGuard, StepUndo
 from gan_cli.graphs import StepFn, build_step, graph_blocker
 from gan_cli.logger import (
     HEADLINE,
-    JsonlLogger,
     Loggers,
     MetricLogger,
     NullLogger,
     ProgressLogger,
-    TensorBoardLogger,
     show_progress,
 )
 from gan_cli.losses import build_loss
@@ -55,6 +53,7 @@ from gan_cli.resume import ResumePoint
 from gan_cli.samples import image_grid, scatter_plot
 from gan_cli.schedule import LinearDecay, build_schedule
 from gan_cli.step import Nets, Penalties, TrainStep
+from gan_cli.trackers import build_loggers
 
 log = logging.getLogger("gan_cli")
 
@@ -212,12 +211,11 @@ def real_picture(data: Data, batches: Batches, n: int, real_points: torch.Tensor
     return image_grid(images)
 
 
-def default_loggers(cfg: DictConfig, run_dir: Path, start: int) -> list[MetricLogger]:
-    """TensorBoard (when logger.tensorboard) and metrics.jsonl, continuing after `start`."""
-    loggers: list[MetricLogger] = [JsonlLogger(run_dir, start)]
-    if cfg.logger.tensorboard:
-        loggers.insert(0, TensorBoardLogger(run_dir, start))
-    return loggers
+def default_loggers(
+    cfg: DictConfig, run_dir: Path, start: int, overrides: Sequence[str] = ()
+) -> list[MetricLogger]:
+    """The trackers of logger.backends and metrics.jsonl, continuing after `start`."""
+    return build_loggers(cfg, run_dir, start, overrides)
 
 
 def build_run(
@@ -325,7 +323,7 @@ def build_run(
         if progress is None:
             show = show_progress(choices.progress.name)
             progress = ProgressLogger(start, total or 0, show, float(l_cfg.print_every_s))
-        chosen = list(loggers) if loggers is not None else default_loggers(cfg, run_dir, start)
+        chosen = list(loggers) if loggers is not None else default_loggers(cfg, run_dir, start, overrides)
         logger = Loggers([*chosen, progress])
     if start == 0:
         tags = [*HEADLINE, *[f"metrics/{n}" for n in evaluator.names], "objective"]

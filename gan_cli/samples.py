@@ -41,6 +41,13 @@ def scatter_plot(
     return torch.from_numpy(canvas).permute(2, 0, 1).contiguous()
 
 
+def save_gif(pictures: list[torch.Tensor], path: Path, fps: float) -> None:
+    """An animated GIF, one picture a frame, looping forever."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pictures]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+
+
 def save_png(picture: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = picture.permute(1, 2, 0).numpy()

@@ -16,6 +16,7 @@ from gan_cli.logger import MetricLogger, NullLogger, ProgressLogger
 from gan_cli.loop import fit
 from gan_cli.resume import ResumePoint
 from gan_cli.run import build_run
+from gan_cli.trackers import check_installed
 
 
 def train(
@@ -24,12 +25,13 @@ def train(
     *,
     resume: ResumePoint | None = None,  # the checkpoint to continue; None: cfg.trainer.resume decides
     overrides: Sequence[str] = (),  # the command line's overrides, for HParams and the resume command
-    loggers: Sequence[MetricLogger] | None = None,  # instead of TensorBoard and metrics.jsonl
+    loggers: Sequence[MetricLogger] | None = None,  # instead of logger.backends and metrics.jsonl
     progress: ProgressLogger | NullLogger | None = None,  # instead of the bar (told of every step)
     wrap_step: Callable[[StepFn], StepFn] | None = None,  # wraps the training step (tests, benchmarks)
 ) -> dict[str, Any]:
     """Train a GAN as `cfg` says and return its final numbers (losses, metrics, objective, step)."""
     choices = validate(cfg)
+    check_installed(cfg)
     run_dir = Path(run_dir)
     if resume is None and cfg.trainer.resume:  # called from Python: resume=auto looks in run_dir only
         now = resolved(cfg)

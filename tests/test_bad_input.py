@@ -167,7 +167,7 @@ def test_streamed_folder_resumes_exactly(tmp_path: Path, folder_root: Path) -> N
         "logger.log_every=1",
         "logger.sample_every=0",
         "logger.num_samples=4",
-        "logger.tensorboard=false",
+        "logger.backends=[]",
         "logger.progress=false",
     ]
     train(make_cfg(tmp_path / "whole", base=base))

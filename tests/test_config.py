@@ -144,13 +144,20 @@ def test_every_default_is_written_once(group: str, option: str) -> None:
     schema_ref = next(d for d in text.defaults if str(d).startswith("/schema/"))
     _, _, kind, name = str(schema_ref).split("@")[0].split("/")
     node = ConfigStore.instance().load(f"schema/{kind}/{name}.yaml").node
-    for key in text:
-        if key == "defaults" or key not in node:
-            continue
-        assert OmegaConf.is_missing(node, key) or node[key] is None, (
-            f"configs/{group}/{option}.yaml sets {key} and schema/{kind}/{name} gives it a default "
-            f"({node[key]!r}): write the default once, in the YAML"
-        )
+
+    def check(yaml: DictConfig, schema: DictConfig, prefix: str) -> None:
+        for key in yaml:
+            if key == "defaults" or key not in schema:
+                continue
+            if isinstance(yaml[key], DictConfig) and not OmegaConf.is_missing(schema, key):
+                check(yaml[key], schema[key], f"{prefix}{key}.")  # a nested schema: its own keys
+                continue
+            assert OmegaConf.is_missing(schema, key) or schema[key] is None, (
+                f"configs/{group}/{option}.yaml sets {prefix}{key} and schema/{kind}/{name} gives it a "
+                f"default ({schema[key]!r}): write the default once, in the YAML"
+            )
+
+    check(text, node, "")
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,10 @@ def test_sample_interpolation(runs: dict[str, Path], tmp_path: Path) -> None:
     [
         (["n=4", "colour=red"], "known settings: n, out"),
         (["label=3"], "only applies to conditional models"),
-        (["format=jpg"], "allowed: png, npz"),
+        (["format=jpg"], "allowed: png, npz, gif"),
+        (["truncation=0"], "truncation=0.0 is not valid; give psi in (0, 1]"),
+        (["truncation=1.5"], "truncation=1.5 is not valid; give psi in (0, 1]"),
+        (["format=gif"], "add interpolate=true"),
     ],
 )
 def test_sample_refuses_bad_settings(
@@ -79,6 +82,56 @@ def test_sample_refuses_bad_settings(
 ) -> None:
     res = run_cli(str(runs["plain"]), *args, name="gan-sample", cwd=tmp_path)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_truncation_scales_the_noise_and_one_is_plain_sampling(runs: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+
+    from gan_cli.checkpoint import load_generator
+    from gan_cli.metrics.reference import to_uint8
+
+    def sampled(*extra: str) -> np.ndarray:
+        out = f"s{len(list(tmp_path.iterdir()))}.npz"
+        args = [str(runs["plain"]), "n=8", "seed=3", "format=npz", f"out={out}", *extra]
+        res = run_cli(*args, name="gan-sample", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        return np.load(tmp_path / out)["images"]
+
+    plain, one, half = sampled(), sampled("truncation=1"), sampled("truncation=0.5")
+    assert np.array_equal(plain, one)
+    G, cfg, _ = load_generator(runs["plain"], torch.device("cpu"))
+    z = torch.randn(8, int(cfg.model.z_dim), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = to_uint8(G(0.5 * z)).permute(0, 2, 3, 1).numpy()  # psi * z: halfway to the mean
+        unscaled = to_uint8(G(z)).permute(0, 2, 3, 1).numpy()
+    assert np.abs(half.astype(int) - expected.astype(int)).max() <= 1
+    assert np.abs(plain.astype(int) - unscaled.astype(int)).max() <= 1
+    assert not np.array_equal(half, plain)
+
+
+def test_sample_gif_walk(runs: dict[str, Path], tmp_path: Path) -> None:
+    args = [str(runs["plain"]), "n=9", "interpolate=true", "format=gif", "frames=6", "out=walk.gif"]
+    res = run_cli(*args, name="gan-sample", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    gif = Image.open(tmp_path / "walk.gif")
+    assert gif.format == "GIF" and gif.n_frames == 6 and gif.size == grid_size(3, 3)
+    frames = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        frames.append(np.asarray(gif.convert("RGB")))
+    assert not np.array_equal(frames[0], frames[-1])
+    res = run_cli(
+        str(runs["cond"]),
+        "n=20",
+        "interpolate=true",
+        "format=gif",
+        "frames=3",
+        "out=c.gif",
+        name="gan-sample",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "c.gif").size == grid_size(2, 10)  # one row per class, as the PNG grid
 
 
 def test_sample_missing_run(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The commands besides `gan-train`: gan-sample, gan-eval, gan-classifier and gan-sweep-report.
+"""The commands besides `gan-train`: gan-sample, gan-eval, gan-export, gan-classifier and gan-sweep-report.
 
 Each takes a run directory (or checkpoint, or data set name) first, then `key=value` settings checked
 against its dataclass, so a misspelt key fails with the list of known ones.

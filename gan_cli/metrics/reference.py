@@ -75,14 +75,15 @@ def generate(
     labels: torch.Tensor | None = None,
     seed: int = 0,
     batch_size: int = 500,
+    truncation: float = 1.0,
 ) -> torch.Tensor:
-    """`n` images from G as uint8 on the CPU, from noise seeded by `seed`."""
+    """`n` images from G as uint8 on the CPU, from noise seeded by `seed` (scaled by `truncation`)."""
     gen = torch.Generator().manual_seed(seed)
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
-            z = torch.randn(count, z_dim, generator=gen)
+            z = torch.randn(count, z_dim, generator=gen) * truncation
             yield z, labels[start : start + count] if labels is not None else None
 
     return torch.cat([to_uint8(x) for x in run_generator(G, batches(), device)])
