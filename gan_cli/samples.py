@@ -8,15 +8,32 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 
 def image_grid(x: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
     """A batch in [-1, 1] -> one uint8 (3, H, W) grid."""
     x = x.detach().float().cpu().clamp(-1, 1).add(1).div(2)
     nrow = nrow or max(1, int(math.sqrt(x.shape[0])))
-    grid = make_grid(x, nrow=nrow, padding=2, pad_value=1.0)
+    grid = tile(x, nrow, padding=2, pad_value=1.0)
     return grid.mul(255).round().to(torch.uint8)
+
+
+def tile(x: torch.Tensor, nrow: int, padding: int, pad_value: float) -> torch.Tensor:
+    """(N, C, H, W) -> one (3, H', W') picture, `nrow` images a row with `padding` pixels between and
+    around them (gray images repeated to RGB): torchvision's grid layout, without importing torchvision."""
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    n, c, h, w = x.shape
+    if n == 1:
+        return x[0]
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    cell_h, cell_w = h + padding, w + padding
+    grid = x.new_full((c, rows * cell_h + padding, cols * cell_w + padding), pad_value)
+    for i in range(n):
+        top, left = (i // cols) * cell_h + padding, (i % cols) * cell_w + padding
+        grid[:, top : top + h, left : left + w] = x[i]
+    return grid
 
 
 def scatter_plot(

@@ -145,3 +145,17 @@ def test_multirun_two_by_two(tmp_path: Path) -> None:
     for run in runs:
         assert list((run / "tb").glob("events.out.tfevents.*"))
         assert (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_sample_grid_layout() -> None:
+    """Grids keep torchvision's layout: 2-pixel white padding around each image, gray repeated to RGB."""
+    import torch
+
+    from gan_cli.samples import image_grid
+
+    x = torch.full((5, 1, 4, 6), -1.0)  # black images
+    grid = image_grid(x, nrow=3)
+    assert grid.shape == (3, 2 * (4 + 2) + 2, 3 * (6 + 2) + 2)
+    assert grid[:, 2:6, 2:8].eq(0).all() and grid[:, :2].eq(255).all()
+    assert grid[:, 8:12, 18:24].eq(255).all(), "the sixth cell is empty"
+    assert image_grid(x[:1]).shape == (3, 4, 6)
