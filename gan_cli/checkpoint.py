@@ -8,7 +8,6 @@ scaler, the step, the data position, every RNG state, the resolved config and th
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
 import os
@@ -27,7 +26,7 @@ from torch import nn
 from gan_cli import __version__
 from gan_cli.datasets import Batches, Data
 from gan_cli.ema import recompute_norm_stats
-from gan_cli.errors import CheckpointError, GanCliError
+from gan_cli.errors import CheckpointError, GanCliError, write_advice
 from gan_cli.models import build_models, label_classes
 from gan_cli.step import Nets
 
@@ -62,28 +61,47 @@ def _tmp_name(path: Path) -> Path:
 
 
 def _write_error(path: Path, err: OSError) -> CheckpointError:
-    if err.errno == errno.ENOSPC:
-        why = "the disk is full; free some space"
-    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = "the folder is not writable; fix its permissions or choose another output_dir"
-    else:
-        why = "check that the folder exists and is writable, and that the disk has space"
+    resume = ""
+    if path.parent.name == "checkpoints":
+        resume = f", then resume the run with trainer.resume={path.parent.parent}"
     return CheckpointError(
         f"could not write checkpoint {path}: {err.strerror or err}. "
-        f"The previous checkpoint is untouched; {why}."
+        f"The previous checkpoint is untouched and no partial file is left; {write_advice(err)}{resume}."
     )
+
+
+class _Recorder:
+    """A file that remembers the OSError its write raised: torch.save reports a failed write (a full
+    disk among them) as a RuntimeError that no longer says why."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self.file.write(data))
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`.
 
-    A crash at any moment leaves either the old file or the new one, never a torn one.
+    A crash at any moment leaves either the old file or the new one, never a torn one; a failed write
+    removes the temporary file.
     """
     tmp = _tmp_name(path)
+    recorder: _Recorder | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            recorder = _Recorder(f)
+            torch.save(obj, recorder)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -92,10 +110,13 @@ def save_atomic(obj: Any, path: Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise _write_error(path, err) from err
+        cause = err if isinstance(err, OSError) else recorder.error if recorder is not None else None
+        if cause is None:  # torch failed for another reason than the file
+            raise
+        raise _write_error(path, cause) from err
 
 
 def prepare_folder(folder: Path) -> None:
