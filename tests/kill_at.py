@@ -24,14 +24,14 @@ def main() -> None:
     from gan_cli import checkpoint, logger
 
     if kind == "log":
-        scalars = logger.RunLogger.scalars
+        scalars = logger.JsonlLogger.scalars
 
         def log_then_die(self: Any, step: int, values: dict[str, float], epoch: float | None = None) -> None:
             scalars(self, step, values, epoch)
             if step == n:
                 die()
 
-        logger.RunLogger.scalars = log_then_die  # type: ignore[method-assign]
+        logger.JsonlLogger.scalars = log_then_die  # type: ignore[method-assign]
     else:
         calls = 0
         save, replace = checkpoint.torch.save, os.replace
