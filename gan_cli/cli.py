@@ -25,7 +25,7 @@ import gan_cli.augment
 import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema)
-from gan_cli import distributed, resume, sweeps
+from gan_cli import distributed, resume, run_folder, sweeps
 from gan_cli.config import resolved
 from gan_cli.errors import GanCliError
 from gan_cli.train import train
@@ -45,8 +45,9 @@ OmegaConf.register_new_resolver("short_name", short_name, replace=True)
 
 
 def _remove_if_empty_run(out: Path) -> None:
-    """Drop a run directory that holds nothing but Hydra's own files, so a refused run leaves no trace."""
-    if not out.is_dir():
+    """Drop a run directory that holds nothing but Hydra's own files, so a refused run leaves no trace
+    (never one that held files before this invocation)."""
+    if not out.is_dir() or run_folder.had_files(out):
         return
     leftovers = [p for p in out.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
     if not leftovers:
@@ -118,6 +119,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     overrides = list(hc.overrides.task)
     now = resolved(cfg)
     point = resume.resolve(cfg.trainer.resume, bool(cfg.trainer.resume_force), search_root(hc), now)
+    if distributed.env_rank() == 0:  # a folder holding another run is never written over
+        resume.refuse_earlier_run(out, point.run_dir if point is not None else None)
     run_dir = out
     if point is not None and point.run_dir is not None:  # a resumed run writes on in its run directory
         run_dir = point.run_dir

@@ -8,12 +8,14 @@ that step (metrics.jsonl: its lines; TensorBoard: a purge), so the records read 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +23,8 @@ from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
+
+from gan_cli.errors import GanCliError, writing
 
 log = logging.getLogger("gan_cli")
 
@@ -76,8 +80,30 @@ class Loggers(NullLogger):
             lg.hparams(params, metric_tags)
 
     def close(self, final: Mapping[str, Any] | None = None) -> None:
+        """Close every logger; after a failure (`final` None) one that cannot close does not hide it."""
+        failed: Exception | None = None
         for lg in self.loggers:
-            lg.close(final)
+            try:
+                lg.close(final)
+            except (OSError, GanCliError) as err:
+                log.debug("closing %s: %s", type(lg).__name__, err)
+                failed = failed or err
+        if failed is not None and final is not None:
+            raise failed
+
+
+class LogFile(logging.FileHandler):
+    """The run's train.log. When it cannot be written (a full disk) it says so once on stderr, instead of
+    logging's traceback for every line; the console still gets every line."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            sys.stderr.write(
+                f"cannot write {self.baseFilename} ({sys.exc_info()[1]}); log lines go to the console only\n"
+            )
 
 
 def _record_step(line: str) -> int:
@@ -93,27 +119,45 @@ class JsonlLogger(NullLogger):
 
     def __init__(self, run_dir: Path, start_step: int) -> None:
         self.path = run_dir / "metrics.jsonl"
-        self._drop_after(start_step)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.kept = f"{self.path.name} keeps the lines written before"
+        for stale in run_dir.glob(f".{self.path.name}.tmp*"):  # a rewrite a killed process left
+            stale.unlink(missing_ok=True)
+        with writing(self.path, self.kept):
+            self._drop_after(start_step)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def _drop_after(self, start_step: int) -> None:
-        """Drop lines logged after `start_step` (written after the checkpoint a resume starts from)."""
+        """Drop lines logged after `start_step` (written after the checkpoint a resume starts from).
+
+        The kept lines go to a temporary file, flushed to disk and renamed over metrics.jsonl: a failure
+        or a kill at any moment leaves the old file whole, and a failed write leaves no temporary file."""
         if not self.path.exists():
             return
         lines = self.path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if _record_step(line) in range(start_step + 1)]
-        if len(kept) != len(lines):
-            tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-            tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        if len(kept) == len(lines):
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("".join(f"{line}\n" for line in kept))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
 
     def scalars(self, step: int, values: Mapping[str, float], epoch: float | None = None) -> None:
         record = {"step": step, **({"epoch": round(epoch, 4)} if epoch is not None else {}), **values}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        with writing(self.path, self.kept):
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
 
     def close(self, final: Mapping[str, Any] | None = None) -> None:
-        self._file.close()
+        with writing(self.path, self.kept):
+            self._file.close()
 
 
 class CsvLogger(NullLogger):
@@ -193,32 +237,62 @@ class TensorBoardLogger(NullLogger):
     def __init__(self, run_dir: Path, start_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        self.folder = run_dir / "tb"
+        self.kept = f"the event files written before in {self.folder} are kept"
+        _quiet_writer_threads()
         if start_step > 0:
-            _sort_after_existing(run_dir / "tb")
-        self.writer = SummaryWriter(
-            str(run_dir / "tb"), purge_step=start_step + 1 if start_step > 0 else None
-        )
+            _sort_after_existing(self.folder)
+        with writing(self.folder, self.kept):
+            self.writer = SummaryWriter(
+                str(self.folder), purge_step=start_step + 1 if start_step > 0 else None
+            )
 
     def scalars(self, step: int, values: Mapping[str, float], epoch: float | None = None) -> None:
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
+        with writing(self.folder, self.kept):
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
 
     def image(self, tag: str, picture: torch.Tensor, step: int) -> None:
-        self.writer.add_image(tag, picture, step)
+        with writing(self.folder, self.kept):
+            self.writer.add_image(tag, picture, step)
 
     def hparams(self, params: Mapping[str, Any], metric_tags: Sequence[str]) -> None:
         """Declare this run to the HParams dashboard; the metric tags are logged as scalars later."""
         from torch.utils.tensorboard.summary import hparams
 
         exp, ssi, sei = hparams({k: _plain(v) for k, v in params.items()}, {tag: 0.0 for tag in metric_tags})
-        fw = self.writer._get_file_writer()
-        for summary in (exp, ssi, sei):
-            fw.add_summary(summary)
+        with writing(self.folder, self.kept):
+            fw = self.writer._get_file_writer()
+            for summary in (exp, ssi, sei):
+                fw.add_summary(summary)
 
     def close(self, final: Mapping[str, Any] | None = None) -> None:
-        if final is not None and final.get("objective") is not None:
-            self.writer.add_scalar("objective", final["objective"], final["step"])  # for the HParams table
-        self.writer.close()
+        with writing(self.folder, self.kept):
+            if final is not None and final.get("objective") is not None:
+                self.writer.add_scalar(
+                    "objective", final["objective"], final["step"]
+                )  # for the HParams table
+            self.writer.close()
+
+
+_hook_installed = False
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread prints the traceback of a write that failed, then hands the error to
+    the writer's next call, which reports it as an OutputError: leave out the thread's traceback."""
+    global _hook_installed
+    if _hook_installed:
+        return
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    _hook_installed = True
 
 
 class ProgressLogger(NullLogger):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gan_cli import checkpoint as ckpt
-from gan_cli.errors import CheckpointError
+from gan_cli.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("gan_cli")
 
@@ -132,14 +132,20 @@ def check_config(path: Path, state: ckpt.TrainState, now: dict[str, Any], force:
     )
 
 
+def _checkpoints(run: Path) -> list[Path]:
+    """A run's checkpoints, newest first: last.pt, then the numbered ones by step."""
+    folder = run / "checkpoints"
+    return [p for p in [folder / "last.pt", *reversed(ckpt.numbered(folder))] if p.is_file()]
+
+
 def run_dirs(root: Path) -> Iterator[Path]:
-    """Folders under `root` (and root itself) that hold checkpoints/last.pt, without descending into runs."""
+    """Folders under `root` (and root itself) that hold checkpoints, without descending into runs."""
     if not root.is_dir():
         return
     top = len(root.parts)
     for folder, subdirs, _ in os.walk(root):
         here = Path(folder)
-        if (here / "checkpoints" / "last.pt").is_file():
+        if _checkpoints(here):
             subdirs[:] = []
             yield here.absolute()
         elif len(here.parts) - top >= SEARCH_DEPTH:
@@ -148,26 +154,76 @@ def run_dirs(root: Path) -> Iterator[Path]:
             subdirs[:] = [d for d in subdirs if d not in ("tb", "samples", ".hydra", "checkpoints")]
 
 
-def find_auto(root: Path, now: dict[str, Any]) -> ResumePoint | None:
-    """The newest run under `root` whose config matches this one (safe keys aside)."""
-    found = sorted(run_dirs(root), key=lambda d: (d / "checkpoints" / "last.pt").stat().st_mtime)
+def saved_config(run: Path) -> dict[str, Any] | None:
+    """The config of a run's newest readable checkpoint (only that is read), or None when none reads."""
+    for path in _checkpoints(run):
+        try:
+            config = ckpt.load(path, mmap=True).get("config")
+        except CheckpointError as err:
+            log.warning("resume=auto: %s", err)
+            continue
+        return config if isinstance(config, dict) else {}
+    return None
+
+
+def auto_run(root: Path, now: dict[str, Any]) -> tuple[Path | None, int]:
+    """The newest run under `root` whose config matches this one (safe keys aside), or None; and how
+    many runs there have another config.
+
+    A run whose last.pt is damaged is judged by its newest readable numbered checkpoint, so it is
+    continued from there rather than started afresh beside it."""
+    found = sorted(run_dirs(root), key=lambda d: max(p.stat().st_mtime for p in _checkpoints(d)))
     found.reverse()  # newest first
     differing = 0
     for run in found:
-        last = run / "checkpoints" / "last.pt"
-        try:
-            saved = ckpt.load(last, mmap=True).get("config") or {}
-        except CheckpointError as err:
-            log.warning("resume=auto: skipping %s: %s", run, err)
-            continue
-        if config_diff(saved, now):
+        saved = saved_config(run)
+        if saved is None:
+            log.warning("resume=auto: skipping %s: none of its checkpoints can be read", run)
+        elif config_diff(saved, now):
             differing += 1
-            continue
-        path, state = load_run(run)
-        return ResumePoint(path, state, run)
-    more = f" ({differing} run(s) there have another config)" if differing else ""
-    log.info("resume=auto: no earlier run with this config under %s%s; starting afresh", root, more)
-    return None
+        else:
+            return run, differing
+    return None, differing
+
+
+def find_auto(root: Path, now: dict[str, Any]) -> ResumePoint | None:
+    """The newest run under `root` whose config matches this one, at its newest readable checkpoint."""
+    run, differing = auto_run(root, now)
+    if run is None:
+        more = f" ({differing} run(s) there have another config)" if differing else ""
+        log.info("resume=auto: no earlier run with this config under %s%s; starting afresh", root, more)
+        return None
+    path, state = load_run(run)
+    return ResumePoint(path, state, run)
+
+
+def target(spec: str | None, root: Path, now: dict[str, Any]) -> Path | None:
+    """The run directory `trainer.resume=spec` continues (None: a fresh run, or a checkpoint outside a
+    run), worked out without reading more than configs."""
+    if not spec:
+        return None
+    if str(spec) == "auto":
+        return auto_run(root, now)[0]
+    given = Path(str(spec)).expanduser().absolute()
+    return given if given.is_dir() else run_dir_of(given)
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether `folder` holds a run's records: checkpoints or metrics.jsonl."""
+    return (folder / "metrics.jsonl").is_file() or bool(_checkpoints(folder))
+
+
+def refuse_earlier_run(folder: Path, continues: Path | None) -> None:
+    """Refuse to write a run into `folder` when that holds another run's records and this run does not
+    continue that one (`continues`: the run directory it resumes; None for a fresh run)."""
+    if continues is not None and os.path.abspath(continues) == os.path.abspath(folder):
+        return
+    if holds_run(folder):
+        raise ConfigError(
+            f"{folder} already holds a run (checkpoints or metrics.jsonl), which this run would overwrite; "
+            f"nothing in it was changed. Resume that run with trainer.resume={folder}, or write this one "
+            "to another folder with hydra.run.dir=..."
+        )
 
 
 def resolve(spec: str | None, force: bool, root: Path, now: dict[str, Any]) -> ResumePoint | None:

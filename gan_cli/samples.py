@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from gan_cli.errors import writing
 
 
 def image_grid(x: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
@@ -66,6 +70,17 @@ def save_gif(pictures: list[torch.Tensor], path: Path, fps: float) -> None:
 
 
 def save_png(picture: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a uint8 (C, H, W) picture as a PNG: to a temporary file renamed into place, so a failed write
+    (a full disk) leaves no partial image, and is an OutputError naming the file."""
     arr = picture.permute(1, 2, 0).numpy()
-    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    kept = f"no partial image is left; the images written before in {path.parent} are kept"
+    with writing(path, kept):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from gan_cli.errors import GanCliError
+from gan_cli.errors import GanCliError, write_advice
 
 log = logging.getLogger("gan_cli")
 
@@ -42,12 +42,17 @@ def _plain_metrics(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_status(out: Path, status: str, wall_s: float, **fields: Any) -> None:
-    """Write `status.json` in the run folder, atomically (a report may read it while jobs run)."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write `status.json` in the run folder, atomically (a report may read it while jobs run). A full disk
+    costs only this summary, named in the log: the run's own records are written by then."""
     record = {"status": status, "wall_s": round(wall_s, 3), **fields}
     tmp = out / f".{STATUS_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, out / STATUS_FILE)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, out / STATUS_FILE)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        log.error("could not write %s: %s; %s", out / STATUS_FILE, err.strerror or err, write_advice(err))
 
 
 def record_success(out: Path, result: dict[str, Any], wall_s: float) -> None:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from gan_cli import resume as resuming
 from gan_cli.config import resolved, validate
+from gan_cli.errors import OutputError
 from gan_cli.graphs import StepFn
 from gan_cli.logger import MetricLogger, NullLogger, ProgressLogger
 from gan_cli.loop import fit
@@ -41,4 +42,10 @@ def train(
     run = build_run(
         cfg, choices, run_dir, resume=resume, overrides=overrides, loggers=loggers, wrap_step=wrap_step
     )
-    return fit(run)
+    try:
+        return fit(run)
+    except OutputError as err:  # a full disk: the checkpoints are whole, the run can go on from them
+        raise OutputError(
+            f"{err}. The run stopped; its checkpoints in {run.run_dir / 'checkpoints'} are kept: once "
+            f"there is space, go on with: {resuming.resume_command(run.run_dir, run.overrides)}"
+        ) from err
