@@ -190,6 +190,17 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
     return {str(k): v for k, v in tree.items()}
 
 
+DEFAULT_EPOCHS = 5  # what a run that sets none of trainer.steps, epochs and max_minutes trains
+
+
+def epoch_limit(trainer: DictConfig) -> float | None:
+    """`trainer.epochs`, or DEFAULT_EPOCHS when no limit at all is set: a default limit never cuts
+    short one the user gave (trainer.steps=5000 alone trains 5000 steps)."""
+    if trainer.steps is None and trainer.epochs is None and trainer.max_minutes is None:
+        return DEFAULT_EPOCHS
+    return None if trainer.epochs is None else float(trainer.epochs)
+
+
 def _positive(value: float | None, key: str, *, allow_none: bool = False, allow_zero: bool = False) -> None:
     if value is None:
         if allow_none:
@@ -209,8 +220,6 @@ def validate(cfg: DictConfig) -> Choices:
     _positive(t.steps, "trainer.steps", allow_none=True)
     _positive(t.epochs, "trainer.epochs", allow_none=True)
     _positive(t.max_minutes, "trainer.max_minutes", allow_none=True)
-    if t.steps is None and t.epochs is None and t.max_minutes is None:
-        raise ConfigError("no limit set: give trainer.steps, trainer.epochs or trainer.max_minutes")
     _positive(t.checkpoint_every, "trainer.checkpoint_every", allow_zero=True)
     _positive(t.keep_checkpoints, "trainer.keep_checkpoints", allow_zero=True)
     _positive(lg.log_every, "logger.log_every")

@@ -22,7 +22,7 @@ from torch import nn
 
 from gan_cli import checkpoint as ckpt
 from gan_cli import distributed
-from gan_cli.config import Choices, OnNan, resolved
+from gan_cli.config import Choices, OnNan, epoch_limit, resolved
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import (
     autocast_dtype,
@@ -161,10 +161,11 @@ def build_optimizer(node: DictConfig, params: Any, fused: bool, key: str) -> tor
 
 def total_steps(cfg: DictConfig, per_epoch: int, n_critic: int) -> int | None:
     limits = []
+    epochs = epoch_limit(cfg)
     if cfg.steps is not None:
         limits.append(int(cfg.steps))
-    if cfg.epochs is not None:
-        limits.append(max(1, math.ceil(cfg.epochs * per_epoch / n_critic)))
+    if epochs is not None:
+        limits.append(max(1, math.ceil(epochs * per_epoch / n_critic)))
     return min(limits) if limits else None
 
 

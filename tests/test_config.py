@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 import gan_cli.cli  # noqa: F401  (registers every schema)
-from gan_cli.config import validate
+from gan_cli.config import DEFAULT_EPOCHS, epoch_limit, validate
 from gan_cli.errors import ConfigError
 from tests.conftest import run_cli
 
@@ -77,9 +77,12 @@ def test_invalid_values(override: str, message: str) -> None:
         validate(compose_train(override))
 
 
-def test_no_limit_is_refused() -> None:
-    with pytest.raises(ConfigError, match="no limit set"):
-        validate(compose_train("trainer.epochs=null"))
+def test_the_default_epochs_apply_only_without_any_limit() -> None:
+    assert epoch_limit(compose_train().trainer) == DEFAULT_EPOCHS == 5
+    assert epoch_limit(compose_train("trainer.steps=5000").trainer) is None
+    assert epoch_limit(compose_train("trainer.max_minutes=30").trainer) is None
+    assert epoch_limit(compose_train("trainer.epochs=2", "trainer.steps=10").trainer) == 2
+    validate(compose_train("trainer.epochs=null"))
 
 
 @pytest.mark.parametrize(
