@@ -26,6 +26,7 @@ import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema)
 from gan_cli import distributed, resume, sweeps
 from gan_cli.config import resolved
+from gan_cli.device import usable_cores
 from gan_cli.errors import GanCliError
 from gan_cli.train import train
 
@@ -110,6 +111,15 @@ def _move_log_files(old: Path, new: Path) -> None:
             handler.release()
 
 
+def jobs_at_once(hc: Any) -> int:
+    """How many jobs of this sweep run side by side on this machine: joblib's n_jobs (-1: one per
+    usable core, -2: all but one...), else 1."""
+    if hc.mode != RunMode.MULTIRUN or "joblib" not in str(OmegaConf.select(hc, "launcher._target_")):
+        return 1
+    n_jobs = int(OmegaConf.select(hc, "launcher.n_jobs") or 1)
+    return max(1, n_jobs if n_jobs > 0 else usable_cores() + 1 + n_jobs)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One run as Hydra set it up: its folder, its overrides and what it resumes."""
     hc = HydraConfig.get()
@@ -122,7 +132,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         run_dir = point.run_dir
         if distributed.env_rank() == 0:
             continue_in(run_dir, out)
-    return {**train(cfg, run_dir, resume=point, overrides=overrides), "run_dir": str(run_dir)}
+    result = train(cfg, run_dir, resume=point, overrides=overrides, jobs_at_once=jobs_at_once(hc))
+    return {**result, "run_dir": str(run_dir)}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://gan_cli.configs", config_name="train")

@@ -104,6 +104,7 @@ class OptimizerConfig:
 @dataclass
 class TrainerConfig:
     device: str = MISSING  # auto | cpu | cuda | cuda:N | mps
+    threads: Any = MISSING  # auto | N: CPU threads torch computes with
     seed: int = MISSING  # seeds Python, NumPy and torch
     steps: int | None = MISSING  # generator updates
     epochs: float | None = MISSING  # passes over the training data
@@ -217,6 +218,12 @@ def validate(cfg: DictConfig) -> Choices:
     t, lg, opt = cfg.trainer, cfg.logger, cfg.optimizer
     parsed = choices(cfg)
     _positive(t.batch_size, "trainer.batch_size")
+    if t.threads != "auto" and (
+        isinstance(t.threads, bool) or not isinstance(t.threads, int) or t.threads < 1
+    ):
+        raise ConfigError(
+            f"trainer.threads={t.threads!r} is not valid; give auto or a number of threads >= 1"
+        )
     _positive(t.steps, "trainer.steps", allow_none=True)
     _positive(t.epochs, "trainer.epochs", allow_none=True)
     _positive(t.max_minutes, "trainer.max_minutes", allow_none=True)

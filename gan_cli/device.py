@@ -3,6 +3,8 @@ its fused optimizer kernels and its backend switches. Every `auto` of these is d
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from gan_cli.config import Precision, Switch
@@ -107,6 +109,29 @@ def fused_by_default(device: torch.device) -> bool:
 
 def use_fused(switch: Switch, device: torch.device) -> bool:
     return fused_by_default(device) if switch is Switch.auto else switch is Switch.true
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: what taskset, SLURM or a container
+    allow), which can be fewer than the machine has."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # macOS and Windows: no affinity mask
+
+
+def cpu_threads(setting: object, jobs_at_once: int = 1) -> tuple[int, str]:
+    """What `trainer.threads` means, and why: a number is used as given; `auto` takes OMP_NUM_THREADS
+    when it is set (the golden tests and torchrun set it), else the usable cores shared among the jobs
+    a local launcher runs at once, so parallel runs do not fight over the same cores."""
+    if setting != "auto":
+        return int(setting), f"trainer.threads={setting}"  # type: ignore[call-overload]
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:
+        return int(omp), f"auto: OMP_NUM_THREADS={omp}"
+    cores = usable_cores()
+    if jobs_at_once > 1:
+        return max(1, cores // jobs_at_once), f"auto: {cores} usable cores / {jobs_at_once} jobs at once"
+    return cores, f"auto: {cores} usable cores"
 
 
 def configure_backends(device: torch.device, cudnn_benchmark: bool, tf32: bool) -> None:
