@@ -136,8 +136,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {**result, "run_dir": str(run_dir)}
 
 
+_started = False  # a job began: an exit status of 1 from Hydra before that means a refused command line
+
+
 @hydra.main(version_base="1.3", config_path="pkg://gan_cli.configs", config_name="train")
 def _hydra_train(cfg: DictConfig) -> float | None:
+    global _started
+    _started = True
     out = Path(HydraConfig.get().runtime.output_dir)
     main_rank = distributed.env_rank() == 0
     t_start = time.perf_counter()
@@ -167,7 +172,12 @@ def _hydra_train(cfg: DictConfig) -> float | None:
 
 def train_main() -> None:
     sys.argv += distributed.worker_overrides(sys.argv[1:])
-    _hydra_train()
+    try:
+        _hydra_train()
+    except SystemExit as done:
+        if done.code == 1 and not _started:  # Hydra could not compose the config: bad input
+            sys.exit(2)
+        raise
     if sweeps.failed_runs:
         sys.exit(1)
 

@@ -8,6 +8,8 @@ Closed choices are Enums, parsed from the composed config in one place (`choice`
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
@@ -212,9 +214,34 @@ def _positive(value: float | None, key: str, *, allow_none: bool = False, allow_
         raise ConfigError(f"{key}={value} is not valid; it must be {bound}")
 
 
+def check_keys(cfg: DictConfig, path: str = "") -> None:
+    """Refuse keys the schema does not have. Hydra refuses a misspelt key but suggests `+key=value`,
+    which adds it anyway: the run would then ignore it. Nodes without a schema are left alone:
+    optimizer.g and optimizer.d (keyword arguments, checked against the optimizer class) and the
+    groups of a plugin that brings no schema."""
+    kind = OmegaConf.get_type(cfg)
+    if kind is not None and dataclasses.is_dataclass(kind):
+        known = [f.name for f in dataclasses.fields(kind)]
+        for key in map(str, cfg):
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {path}{close[0]}?)" if close else ""
+                node = path.rstrip(".") or "the top level"
+                raise ConfigError(
+                    f"{path}{key} is not a setting{hint}; the settings of {node}: {', '.join(known)}"
+                )
+    for key in map(str, cfg):
+        if OmegaConf.is_interpolation(cfg, key) or OmegaConf.is_missing(cfg, key):
+            continue
+        child = cfg[key]
+        if isinstance(child, DictConfig):
+            check_keys(child, f"{path}{key}.")
+
+
 def validate(cfg: DictConfig) -> Choices:
-    """Refuse values that would fail (or silently misbehave) later, before any work starts; returns
-    the parsed closed choices."""
+    """Refuse keys outside the schema and values that would fail (or silently misbehave) later,
+    before any work starts; returns the parsed closed choices."""
+    check_keys(cfg)
     t, lg, opt = cfg.trainer, cfg.logger, cfg.optimizer
     parsed = choices(cfg)
     _positive(t.batch_size, "trainer.batch_size")

@@ -86,9 +86,35 @@ def test_the_default_epochs_apply_only_without_any_limit() -> None:
 
 
 @pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+trainer.batchsize=32", "trainer.batchsize is not a setting (did you mean trainer.batch_size?)"),
+        (
+            "+model.widht=3",
+            "model.widht is not a setting (did you mean model.g_width?); the settings of model: ",
+        ),
+        ("+data.colour=1", "data.colour is not a setting; the settings of data: name, root, download"),
+        ("+loss.n_crit=2", "did you mean loss.n_critic?"),
+        ("+logger.tb.dir=x", "logger.tb is not a setting"),
+        ("+foo=1", "foo is not a setting; the settings of the top level: data, model, loss, optimizer"),
+    ],
+)
+def test_keys_outside_the_schema_are_refused_even_with_plus(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(compose_train("debug=tiny", override))
+    assert message in str(err.value)
+    assert "batch_size, precision" in str(err.value) or "trainer" not in override
+
+
+def test_free_keyword_nodes_are_left_to_their_own_check() -> None:
+    validate(compose_train("debug=tiny", "+optimizer.g.amsgrad=true"))
+
+
+@pytest.mark.parametrize(
     "args,message",
     [
         (["trainer.batchsize=3"], "Key 'batchsize' not in 'TrainerConfig'"),
+        (["+trainer.batchsize=3"], "trainer.batchsize is not a setting (did you mean trainer.batch_size?)"),
         (["model.widht=3"], "Key 'widht' not in 'DCGANConfig'"),
         (["trainer.steps=many"], "Value 'many' of type 'str' could not be converted to Integer"),
         (["model=vit"], "Could not find 'model/vit'"),
@@ -107,7 +133,7 @@ def test_the_default_epochs_apply_only_without_any_limit() -> None:
 )
 def test_config_errors_through_the_cli(tmp_path: Path, args: list[str], message: str) -> None:
     res = run_cli(*args, "hydra.run.dir=run", cwd=tmp_path)
-    assert res.returncode != 0
+    assert res.returncode == 2, "bad input exits 2, whether Hydra or gan_cli refuses it"
     assert message in res.stderr + res.stdout
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "run").exists(), "a refused run must leave no run directory"

@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     except GanCliError as err:
         print(f"gan-sweep-report: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.stdout.write(render(runs, args.format))
 
 
