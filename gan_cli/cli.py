@@ -124,7 +124,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """One run as Hydra set it up: its folder, its overrides and what it resumes."""
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
-    overrides = list(hc.overrides.task)
+    overrides = [str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)]  # type: ignore[union-attr]
     now = resolved(cfg)
     point = resume.resolve(cfg.trainer.resume, bool(cfg.trainer.resume_force), search_root(hc), now)
     run_dir = out
@@ -148,6 +148,10 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     t_start = time.perf_counter()
     try:
         result = run(cfg)
+    except KeyboardInterrupt:  # Ctrl-C before training started (then it stops the run cleanly)
+        if main_rank:
+            _remove_if_empty_run(out)
+        raise
     except Exception as err:
         if sweeps.in_multirun():  # record it and let the sweep go on with the other jobs
             sweeps.record_failure(out, err, time.perf_counter() - t_start)

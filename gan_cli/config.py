@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from gan_cli.errors import ConfigError
 
@@ -187,8 +188,16 @@ def choices(cfg: DictConfig) -> Choices:
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain values (interpolations resolved, Enums as their names): what a checkpoint
-    stores and what a resume compares."""
-    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    stores and what a resume compares. An interpolation that cannot be resolved is a ConfigError."""
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    except InterpolationResolutionError as err:
+        key = getattr(err, "full_key", None) or "a key"
+        reason = str(err).splitlines()[0]
+        raise ConfigError(
+            f"{key} cannot be resolved: {reason}. An interpolation names another key (${{data.name}}) or a "
+            "resolver (${oc.env:VAR,default}); to pass a literal '${', escape it as '\\${'"
+        ) from err
     assert isinstance(tree, dict)
     return {str(k): v for k, v in tree.items()}
 
@@ -238,11 +247,31 @@ def check_keys(cfg: DictConfig, path: str = "") -> None:
             check_keys(child, f"{path}{key}.")
 
 
+SEED_LIMIT = 2**63  # seeds are whole numbers in [0, 2**63): what every generator a run seeds accepts
+
+
+def check_seed(value: Any, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ConfigError(f"{key}={value!r} is not valid; give a whole number from 0 to 2**63 - 1")
+
+
+def check_plugins(names: Any) -> None:
+    """Plugins are module names to import; an empty or malformed one would fail deep inside importlib."""
+    for name in names:
+        if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(
+                f"plugins: {name!r} is not a module name; give importable modules, e.g. plugins=[my_models]"
+            )
+
+
 def validate(cfg: DictConfig) -> Choices:
-    """Refuse keys outside the schema and values that would fail (or silently misbehave) later,
-    before any work starts; returns the parsed closed choices."""
+    """Refuse keys outside the schema, interpolations that do not resolve and values that would fail
+    (or silently misbehave) later, before any work starts; returns the parsed closed choices."""
     check_keys(cfg)
+    resolved(cfg)
+    check_plugins(cfg.plugins)
     t, lg, opt = cfg.trainer, cfg.logger, cfg.optimizer
+    check_seed(t.seed, "trainer.seed")
     parsed = choices(cfg)
     _positive(t.batch_size, "trainer.batch_size")
     if t.threads != "auto" and (

@@ -88,7 +88,8 @@ def job_overrides(config: DictConfig, loader: Any) -> tuple[list[list[str]], boo
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # `${...}` stays as typed
+    arguments = [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]  # type: ignore[union-attr]
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
     if str(OmegaConf.select(config, "hydra.sweeper._target_")).endswith(".BasicSweeper"):
         return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch], True

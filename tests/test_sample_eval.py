@@ -81,6 +81,33 @@ def test_sample_refuses_bad_settings(
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
 
 
+def test_sample_to_an_unwritable_place(runs: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    for out in ("a_file/grid.png", "a_file/x/grid.png"):
+        res = run_cli(str(runs["plain"]), "n=4", f"out={out}", name="gan-sample", cwd=tmp_path)
+        assert res.returncode == 2, res.stderr
+        assert f"cannot write out={out}" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_sample_refuses_an_out_of_range_seed(runs: dict[str, Path], tmp_path: Path) -> None:
+    res = run_cli(str(runs["plain"]), "n=4", "seed=-3", name="gan-sample", cwd=tmp_path)
+    assert res.returncode == 2 and "seed=-3 is not valid" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_eval_prints_its_metrics_when_the_file_cannot_be_written(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    args = [str(runs["plain"]), "metrics=[fid,kid]", "n=4", "real=4", "out=a_file/e.json"]
+    res = run_cli(*args, name="gan-eval", cwd=tmp_path, env={"GAN_CLI_CACHE": str(tmp_path / "cache")})
+    assert res.returncode == 2, res.stderr
+    assert "cannot write a_file/e.json" in res.stderr and "metrics are printed above" in res.stderr
+    assert "Traceback" not in res.stderr
+    table = dict(line.split() for line in res.stdout.splitlines()[1:] if len(line.split()) == 2)
+    assert float(table["fid"]) > 0 and "kid" in table
+
+
 def test_sample_missing_run(tmp_path: Path) -> None:
     res = run_cli(str(tmp_path / "nowhere"), name="gan-sample", cwd=tmp_path)
     assert res.returncode == 2 and "does not exist" in res.stderr

@@ -227,6 +227,30 @@ def test_report_errors(tmp_path: Path) -> None:
     assert res.returncode == 2 and "is not a folder" in res.stderr
 
 
+def test_report_skips_damaged_files_with_a_warning(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    write_run(sweep_dir / "0_loss=a", ["loss=a"], {"status": "ok", "objective": 2.0, "metrics": {"step": 4}})
+    write_run(sweep_dir / "1_loss=b", ["loss=b"], None)
+    (sweep_dir / "1_loss=b" / "status.json").write_text('{"status": "ok", "objec')  # cut short
+    write_run(sweep_dir / "2_loss=c", ["loss=c"], {"status": "ok", "objective": 1.0})
+    (sweep_dir / "2_loss=c" / ".hydra" / "overrides.yaml").write_text("- loss=c\n- [unclosed\n")
+    write_run(sweep_dir / "3_loss=d", ["loss=d"], None)
+    (sweep_dir / "3_loss=d" / "status.json").write_text('["a", "list"]')
+    res = run_cli("sweep", cwd=tmp_path, name="gan-sweep-report")
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    for damaged in ("1_loss=b/status.json", "2_loss=c/.hydra/overrides.yaml", "3_loss=d/status.json"):
+        assert f"warning: skipped a run: sweep/{damaged}" in res.stderr
+    assert [line.split()[0] for line in res.stdout.splitlines()[1:] if line[:1].isdigit()] == ["0"]
+
+
+def test_report_of_only_damaged_runs_is_an_error(tmp_path: Path) -> None:
+    write_run(tmp_path / "sweep" / "0_loss=a", ["loss=a"], None)
+    (tmp_path / "sweep" / "0_loss=a" / "status.json").write_text("{")
+    res = run_cli("sweep", cwd=tmp_path, name="gan-sweep-report")
+    assert res.returncode == 2 and "could be read" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_objective_prefers_fid() -> None:
     assert objective.choose({"fid": 12.5}, lambda: 1 / 0) == ("fid", 12.5)
     assert objective.choose({"fid": None}, lambda: 3.0) == ("pixel_fd", 3.0)

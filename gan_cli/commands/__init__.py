@@ -32,13 +32,10 @@ def parse_args(argv: list[str], schema: type, usage: str) -> tuple[str, DictConf
 
 def run_command(fn: Callable[[list[str]], Any]) -> None:
     """Run a command with gan-train's exit codes: 2 for input it cannot use (the message, no
-    traceback), 130 for Ctrl-C."""
+    traceback); Ctrl-C is 130 (gan_cli.entry)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         fn(sys.argv[1:])
     except GanCliError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)

@@ -13,8 +13,9 @@ from omegaconf import DictConfig
 
 from gan_cli.checkpoint import load_generator
 from gan_cli.commands import parse_args, run_command
+from gan_cli.config import check_seed
 from gan_cli.device import resolve_device
-from gan_cli.errors import ConfigError
+from gan_cli.errors import ConfigError, GanCliError
 from gan_cli.evaluation import balanced_labels, grid_labels
 from gan_cli.metrics.reference import generate, run_generator, to_uint8
 from gan_cli.models import label_classes
@@ -71,6 +72,7 @@ def sample(argv: list[str]) -> Path:
         raise ConfigError(f"format={args.format!r} is not valid; allowed: png, npz")
     if args.n < 1:
         raise ConfigError(f"n={args.n} is not valid; it must be >= 1")
+    check_seed(args.seed, "seed")
     device = resolve_device(args.device)
     G, cfg, state = load_generator(run, device, use_ema=args.ema)
     if len(state.data_shape) != 3:
@@ -99,14 +101,19 @@ def sample(argv: list[str]) -> Path:
             G, len(labels) if labels is not None else n, z_dim, device, labels=labels, seed=int(args.seed)
         )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.format == "npz":
-        arrays = {"images": images.permute(0, 2, 3, 1).numpy()}
-        if labels is not None:
-            arrays["labels"] = labels.numpy()
-        np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
-    else:
-        save_png(image_grid(images.float().div(127.5).sub(1), nrow), out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if args.format == "npz":
+            arrays = {"images": images.permute(0, 2, 3, 1).numpy()}
+            if labels is not None:
+                arrays["labels"] = labels.numpy()
+            np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
+        else:
+            save_png(image_grid(images.float().div(127.5).sub(1), nrow), out)
+    except OSError as err:
+        raise GanCliError(
+            f"cannot write out={out}: {err.strerror or err}; give a path in a folder you can write"
+        ) from err
     log.info("wrote %d images to %s", len(images), out)
     return out
 
