@@ -25,7 +25,9 @@ log = logging.getLogger("gan_cli")
 
 @dataclass
 class EvalArgs:
-    metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])  # fid | kid | precision | recall | ...
+    metrics: list[str] = field(
+        default_factory=lambda: ["fid", "kid"]
+    )  # any of fid kid precision recall density coverage intra_fid classifier
     n: int = 10000  # generated images
     reference: str = "test"  # test | train: the real split they are compared with
     real: int = 10000  # real images in the reference set (at most the split's size)
@@ -39,10 +41,7 @@ class EvalArgs:
 
 
 def evaluate_run(argv: list[str]) -> dict[str, Any]:
-    usage = (
-        "gan-eval RUN_DIR_OR_CHECKPOINT [metrics=[fid,kid]] [n=10000] [reference=test] [out=FILE.json] "
-        "[data.root=PATH]; metrics: fid kid precision recall density coverage intra_fid classifier"
-    )
+    usage = "gan-eval RUN_DIR_OR_CHECKPOINT [key=value ...], e.g. gan-eval RUN metrics=[fid,kid] n=10000"
     run, args = parse_args(argv, EvalArgs, usage)
     if args.n < 2 or args.real < 2:
         raise ConfigError("n= and real= must be at least 2")

@@ -63,10 +63,7 @@ def _labels(args: DictConfig, n: int, num_classes: int) -> torch.Tensor | None:
 
 @torch.no_grad()
 def sample(argv: list[str]) -> Path:
-    usage = (
-        "gan-sample RUN_DIR_OR_CHECKPOINT [n=64] [out=grid.png] [format=png|npz] [label=K] "
-        "[interpolate=true] [seed=0]"
-    )
+    usage = "gan-sample RUN_DIR_OR_CHECKPOINT [key=value ...], e.g. gan-sample RUN n=64 out=grid.png"
     run, args = parse_args(argv, SampleArgs, usage)
     if args.format not in ("png", "npz"):
         raise ConfigError(f"format={args.format!r} is not valid; allowed: png, npz")
