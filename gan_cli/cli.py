@@ -22,8 +22,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import gan_cli.datasets
+import gan_cli.help
 import gan_cli.losses
-import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema)
+import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema; --help's resolvers)
 from gan_cli import distributed, resume, sweeps
 from gan_cli.config import resolved
 from gan_cli.device import usable_cores

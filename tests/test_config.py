@@ -148,6 +148,25 @@ def test_help_lists_groups_and_options(tmp_path: Path) -> None:
         "data: cifar10",
     ]:
         assert line in res.stdout
+    groups = {line.split(":")[0] for line in res.stdout.split("== Settings")[0].splitlines() if ": " in line}
+    assert not any(g.startswith(("schema", "debug/", "hydra")) for g in groups), groups
+
+
+@pytest.mark.parametrize(
+    ("choice", "group"),
+    [("model=dcgan", "model"), ("model=mlp", "model")]
+    + [(f"{g}={o}", g) for g in ("trainer", "logger", "optimizer", "loss", "data") for o in options(g)[:1]],
+)
+def test_help_prints_each_setting_with_its_comment(tmp_path: Path, choice: str, group: str) -> None:
+    """What the YAML file of the chosen option says beside each key, --help prints beside the key."""
+    res = run_cli(choice, "--help", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    shown = res.stdout.split(f"\n{group}:\n")[1].split("\n\n")[0]
+    option = choice.split("=")[1]
+    for line in (CONFIGS / group / f"{option}.yaml").read_text().splitlines():
+        key, _, comment = line.partition(": ")
+        if "  # " in comment and not line.startswith((" ", "#")):
+            assert f"  {key}: " in shown and comment.split("  # ", 1)[1] in shown, line
 
 
 def test_cfg_job_prints_config(tmp_path: Path) -> None:
