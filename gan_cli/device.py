@@ -82,6 +82,26 @@ def autocast_dtype(precision: Precision, device: torch.device, conv: bool) -> to
     return None
 
 
+def precision_summary(
+    precision: Precision, dtype: torch.dtype | None, device: torch.device, conv: bool
+) -> str:
+    """What `trainer.precision` chose, and why, for the log (`auto` decides for the user)."""
+    name = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(dtype, "fp32")  # type: ignore[arg-type]
+    if precision is not Precision.auto:
+        given = {Precision.fp32: "32", Precision.fp16: "16"}.get(precision, precision.name)
+        return f"{name} (trainer.precision={given})"
+    if not conv:
+        why = "not a convolutional model"
+    elif device.type == "cuda":
+        why = "a convolutional model on a GPU " + ("with bf16" if dtype is not None else "without bf16")
+    elif device.type == "cpu":
+        has = "with" if dtype is not None else "without"
+        why = f"a convolutional model on a CPU {has} bf16 instructions (AVX512-BF16 or AMX)"
+    else:
+        why = f"a convolutional model on {device.type}"
+    return f"{name} (trainer.precision=auto: {why})"
+
+
 def check_precision(precision: Precision, device: torch.device) -> None:
     """Refuse a precision the device cannot run, before data or models are built."""
     if precision is not Precision.auto:

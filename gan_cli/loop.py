@@ -175,15 +175,23 @@ def fit(run: Run) -> dict[str, Any]:
         elif not ended_by:
             ended_by = step_limit_reached(run, step)
         final = meter.flush(step) if meter.count else meter.last
+        # the end takes seconds to a minute (and metrics longer): say what it is doing
+        log.info("final sample grid: %s", run.run_dir / "samples" / f"step_{step:06d}.png")
         sample(run, step)
+        log.info("final checkpoint: %s", run.run_dir / "checkpoints" / "last.pt")
         checkpoint(run, step)
         if run.evaluator and evaluated_at != step:
+            log.info("final evaluation: %s", ", ".join(run.evaluator.names))
             evaluate(run, step, meter, scores)
         metrics = {k.removeprefix("metrics/"): v for k, v in scores.items()}
         nets = run.nets
-        goal = objective.choose(
-            metrics, lambda: objective.pixel_fd(nets.G_eval(), run.data, nets.z_dim, nets.device, t.seed)
-        )
+
+        def proxy() -> float:
+            log.info("objective: %s of generated and real samples", objective.PROXY_NAME)
+            return objective.pixel_fd(nets.G_eval(), run.data, nets.z_dim, nets.device, t.seed)
+
+        goal = objective.choose(metrics, proxy)
+        log.info("objective: %s = %.6g", *goal)
     except BaseException:
         run.logger.close(None)
         raise

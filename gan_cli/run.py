@@ -29,6 +29,7 @@ from gan_cli.device import (
     channels_last,
     check_precision,
     configure_backends,
+    precision_summary,
     resolve_device,
     use_fused,
 )
@@ -211,6 +212,14 @@ def real_picture(data: Data, batches: Batches, n: int, real_points: torch.Tensor
     return image_grid(images)
 
 
+def data_summary(name: str, data: Data) -> str:
+    """What the data set turned out to hold: `mnist: 60000 images of 1x28x28, 10 classes`."""
+    if data.kind == "points":
+        return f"{name}: {len(data)} points in {data.shape[0]} dimensions"
+    classes = f"{data.num_classes} classes" if data.num_classes else "no labels"
+    return f"{name}: {len(data)} images of {'x'.join(map(str, data.shape))}, {classes}"
+
+
 def default_loggers(cfg: DictConfig, run_dir: Path, start: int) -> list[MetricLogger]:
     """TensorBoard (when logger.tensorboard) and metrics.jsonl, continuing after `start`."""
     loggers: list[MetricLogger] = [JsonlLogger(run_dir, start)]
@@ -248,12 +257,14 @@ def build_run(
     configure_backends(device, t_cfg.cudnn_benchmark, t_cfg.tf32)
     with dist.main_first():
         data = build_data(cfg.data)
+    log.info("data: %s", data_summary(str(cfg.data.name), data))
     num_workers = int(cfg.data.get("num_workers", 2))
     batches = Batches(data, t_cfg.batch_size, device, t_cfg.seed, num_workers, shard=dist.shard)
     G, D = build_models(cfg.model, data)
     conv = data.kind == "image" and any(isinstance(m, nn.Conv2d) for m in D.modules())
     nhwc = channels_last(choices.channels_last, device, conv)
     amp_dtype = autocast_dtype(choices.precision, device, conv)
+    log.info("precision: %s", precision_summary(choices.precision, amp_dtype, device, conv))
     memory_format = torch.channels_last if nhwc else torch.contiguous_format
     G.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     D.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
