@@ -23,10 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 
 import gan_cli.augment
 import gan_cli.datasets
+import gan_cli.help
 import gan_cli.losses
-import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema)
+import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema; --help's resolvers)
 from gan_cli import distributed, resume, run_folder, sweeps
 from gan_cli.config import resolved
+from gan_cli.device import usable_cores
 from gan_cli.errors import GanCliError
 from gan_cli.train import train
 
@@ -112,11 +114,20 @@ def _move_log_files(old: Path, new: Path) -> None:
             handler.release()
 
 
+def jobs_at_once(hc: Any) -> int:
+    """How many jobs of this sweep run side by side on this machine: joblib's n_jobs (-1: one per
+    usable core, -2: all but one...), else 1."""
+    if hc.mode != RunMode.MULTIRUN or "joblib" not in str(OmegaConf.select(hc, "launcher._target_")):
+        return 1
+    n_jobs = int(OmegaConf.select(hc, "launcher.n_jobs") or 1)
+    return max(1, n_jobs if n_jobs > 0 else usable_cores() + 1 + n_jobs)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One run as Hydra set it up: its folder, its overrides and what it resumes."""
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
-    overrides = list(hc.overrides.task)
+    overrides = [str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)]  # type: ignore[union-attr]
     now = resolved(cfg)
     point = resume.resolve(cfg.trainer.resume, bool(cfg.trainer.resume_force), search_root(hc), now)
     if distributed.env_rank() == 0:  # a folder holding another run is never written over
@@ -126,16 +137,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         run_dir = point.run_dir
         if distributed.env_rank() == 0:
             continue_in(run_dir, out)
-    return {**train(cfg, run_dir, resume=point, overrides=overrides), "run_dir": str(run_dir)}
+    result = train(cfg, run_dir, resume=point, overrides=overrides, jobs_at_once=jobs_at_once(hc))
+    return {**result, "run_dir": str(run_dir)}
+
+
+_started = False  # a job began: an exit status of 1 from Hydra before that means a refused command line
 
 
 @hydra.main(version_base="1.3", config_path="pkg://gan_cli.configs", config_name="train")
 def _hydra_train(cfg: DictConfig) -> float | None:
+    global _started
+    _started = True
     out = Path(HydraConfig.get().runtime.output_dir)
     main_rank = distributed.env_rank() == 0
     t_start = time.perf_counter()
     try:
         result = run(cfg)
+    except KeyboardInterrupt:  # Ctrl-C before training started (then it stops the run cleanly)
+        if main_rank:
+            _remove_if_empty_run(out)
+        raise
     except Exception as err:
         if sweeps.in_multirun():  # record it and let the sweep go on with the other jobs
             sweeps.record_failure(out, err, time.perf_counter() - t_start)
@@ -160,7 +181,12 @@ def _hydra_train(cfg: DictConfig) -> float | None:
 
 def train_main() -> None:
     sys.argv += distributed.worker_overrides(sys.argv[1:])
-    _hydra_train()
+    try:
+        _hydra_train()
+    except SystemExit as done:
+        if done.code == 1 and not _started:  # Hydra could not compose the config: bad input
+            sys.exit(2)
+        raise
     if sweeps.failed_runs:
         sys.exit(1)
 

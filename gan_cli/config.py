@@ -8,12 +8,15 @@ Closed choices are Enums, parsed from the composed config in one place (`choice`
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from gan_cli.errors import ConfigError
 
@@ -119,6 +122,7 @@ class OptimizerConfig:
 @dataclass
 class TrainerConfig:
     device: str = MISSING  # auto | cpu | cuda | cuda:N | mps
+    threads: Any = MISSING  # auto | N: CPU threads torch computes with
     seed: int = MISSING  # seeds Python, NumPy and torch
     steps: int | None = MISSING  # generator updates
     epochs: float | None = MISSING  # passes over the training data
@@ -215,10 +219,29 @@ def choices(cfg: DictConfig) -> Choices:
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain values (interpolations resolved, Enums as their names): what a checkpoint
-    stores and what a resume compares."""
-    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    stores and what a resume compares. An interpolation that cannot be resolved is a ConfigError."""
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    except InterpolationResolutionError as err:
+        key = getattr(err, "full_key", None) or "a key"
+        reason = str(err).splitlines()[0]
+        raise ConfigError(
+            f"{key} cannot be resolved: {reason}. An interpolation names another key (${{data.name}}) or a "
+            "resolver (${oc.env:VAR,default}); to pass a literal '${', escape it as '\\${'"
+        ) from err
     assert isinstance(tree, dict)
     return {str(k): v for k, v in tree.items()}
+
+
+DEFAULT_EPOCHS = 5  # what a run that sets none of trainer.steps, epochs and max_minutes trains
+
+
+def epoch_limit(trainer: DictConfig) -> float | None:
+    """`trainer.epochs`, or DEFAULT_EPOCHS when no limit at all is set: a default limit never cuts
+    short one the user gave (trainer.steps=5000 alone trains 5000 steps)."""
+    if trainer.steps is None and trainer.epochs is None and trainer.max_minutes is None:
+        return DEFAULT_EPOCHS
+    return None if trainer.epochs is None else float(trainer.epochs)
 
 
 def _positive(value: float | None, key: str, *, allow_none: bool = False, allow_zero: bool = False) -> None:
@@ -231,17 +254,66 @@ def _positive(value: float | None, key: str, *, allow_none: bool = False, allow_
         raise ConfigError(f"{key}={value} is not valid; it must be {bound}")
 
 
+def check_keys(cfg: DictConfig, path: str = "") -> None:
+    """Refuse keys the schema does not have. Hydra refuses a misspelt key but suggests `+key=value`,
+    which adds it anyway: the run would then ignore it. Nodes without a schema are left alone:
+    optimizer.g and optimizer.d (keyword arguments, checked against the optimizer class) and the
+    groups of a plugin that brings no schema."""
+    kind = OmegaConf.get_type(cfg)
+    if kind is not None and dataclasses.is_dataclass(kind):
+        known = [f.name for f in dataclasses.fields(kind)]
+        for key in map(str, cfg):
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {path}{close[0]}?)" if close else ""
+                node = path.rstrip(".") or "the top level"
+                raise ConfigError(
+                    f"{path}{key} is not a setting{hint}; the settings of {node}: {', '.join(known)}"
+                )
+    for key in map(str, cfg):
+        if OmegaConf.is_interpolation(cfg, key) or OmegaConf.is_missing(cfg, key):
+            continue
+        child = cfg[key]
+        if isinstance(child, DictConfig):
+            check_keys(child, f"{path}{key}.")
+
+
+SEED_LIMIT = 2**63  # seeds are whole numbers in [0, 2**63): what every generator a run seeds accepts
+
+
+def check_seed(value: Any, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ConfigError(f"{key}={value!r} is not valid; give a whole number from 0 to 2**63 - 1")
+
+
+def check_plugins(names: Any) -> None:
+    """Plugins are module names to import; an empty or malformed one would fail deep inside importlib."""
+    for name in names:
+        if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(
+                f"plugins: {name!r} is not a module name; give importable modules, e.g. plugins=[my_models]"
+            )
+
+
 def validate(cfg: DictConfig) -> Choices:
-    """Refuse values that would fail (or silently misbehave) later, before any work starts; returns
-    the parsed closed choices."""
+    """Refuse keys outside the schema, interpolations that do not resolve and values that would fail
+    (or silently misbehave) later, before any work starts; returns the parsed closed choices."""
+    check_keys(cfg)
+    resolved(cfg)
+    check_plugins(cfg.plugins)
     t, lg, opt = cfg.trainer, cfg.logger, cfg.optimizer
+    check_seed(t.seed, "trainer.seed")
     parsed = choices(cfg)
     _positive(t.batch_size, "trainer.batch_size")
+    if t.threads != "auto" and (
+        isinstance(t.threads, bool) or not isinstance(t.threads, int) or t.threads < 1
+    ):
+        raise ConfigError(
+            f"trainer.threads={t.threads!r} is not valid; give auto or a number of threads >= 1"
+        )
     _positive(t.steps, "trainer.steps", allow_none=True)
     _positive(t.epochs, "trainer.epochs", allow_none=True)
     _positive(t.max_minutes, "trainer.max_minutes", allow_none=True)
-    if t.steps is None and t.epochs is None and t.max_minutes is None:
-        raise ConfigError("no limit set: give trainer.steps, trainer.epochs or trainer.max_minutes")
     _positive(t.checkpoint_every, "trainer.checkpoint_every", allow_zero=True)
     _positive(t.keep_checkpoints, "trainer.keep_checkpoints", allow_zero=True)
     _positive(lg.log_every, "logger.log_every")

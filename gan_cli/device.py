@@ -3,6 +3,8 @@ its fused optimizer kernels and its backend switches. Every `auto` of these is d
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from gan_cli.config import Precision, Switch
@@ -80,6 +82,26 @@ def autocast_dtype(precision: Precision, device: torch.device, conv: bool) -> to
     return None
 
 
+def precision_summary(
+    precision: Precision, dtype: torch.dtype | None, device: torch.device, conv: bool
+) -> str:
+    """What `trainer.precision` chose, and why, for the log (`auto` decides for the user)."""
+    name = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(dtype, "fp32")  # type: ignore[arg-type]
+    if precision is not Precision.auto:
+        given = {Precision.fp32: "32", Precision.fp16: "16"}.get(precision, precision.name)
+        return f"{name} (trainer.precision={given})"
+    if not conv:
+        why = "not a convolutional model"
+    elif device.type == "cuda":
+        why = "a convolutional model on a GPU " + ("with bf16" if dtype is not None else "without bf16")
+    elif device.type == "cpu":
+        has = "with" if dtype is not None else "without"
+        why = f"a convolutional model on a CPU {has} bf16 instructions (AVX512-BF16 or AMX)"
+    else:
+        why = f"a convolutional model on {device.type}"
+    return f"{name} (trainer.precision=auto: {why})"
+
+
 def check_precision(precision: Precision, device: torch.device) -> None:
     """Refuse a precision the device cannot run, before data or models are built."""
     if precision is not Precision.auto:
@@ -107,6 +129,29 @@ def fused_by_default(device: torch.device) -> bool:
 
 def use_fused(switch: Switch, device: torch.device) -> bool:
     return fused_by_default(device) if switch is Switch.auto else switch is Switch.true
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: what taskset, SLURM or a container
+    allow), which can be fewer than the machine has."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # macOS and Windows: no affinity mask
+
+
+def cpu_threads(setting: object, jobs_at_once: int = 1) -> tuple[int, str]:
+    """What `trainer.threads` means, and why: a number is used as given; `auto` takes OMP_NUM_THREADS
+    when it is set (the golden tests and torchrun set it), else the usable cores shared among the jobs
+    a local launcher runs at once, so parallel runs do not fight over the same cores."""
+    if setting != "auto":
+        return int(setting), f"trainer.threads={setting}"  # type: ignore[call-overload]
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:
+        return int(omp), f"auto: OMP_NUM_THREADS={omp}"
+    cores = usable_cores()
+    if jobs_at_once > 1:
+        return max(1, cores // jobs_at_once), f"auto: {cores} usable cores / {jobs_at_once} jobs at once"
+    return cores, f"auto: {cores} usable cores"
 
 
 def configure_backends(device: torch.device, cudnn_benchmark: bool, tf32: bool) -> None:

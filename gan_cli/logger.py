@@ -347,6 +347,37 @@ class ProgressLogger(NullLogger):
             self.summary(int(final["step"]), float(final["epoch"]), final)
 
 
+class WorkProgress:
+    """Progress through a long piece of work outside the training loop (feature extraction, minutes
+    on a CPU): a tqdm bar on stderr when it is a terminal, else a log line every `every_s` seconds, so
+    a long evaluation is never silent."""
+
+    def __init__(self, total: int, what: str, unit: str = "img", every_s: float = 30.0) -> None:
+        self.total, self.what, self.unit, self.every_s = total, what, unit, every_s
+        self.bar = tqdm(
+            total=total,
+            desc=what,
+            unit=unit,
+            disable=not sys.stderr.isatty(),
+            dynamic_ncols=True,
+            leave=False,
+        )
+        self.done, self._last = 0, time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        self.done += n
+        if self.bar.disable and time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            log.info("%s: %d/%d %s", self.what, self.done, self.total, self.unit)
+
+    def __enter__(self) -> WorkProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
 def show_progress(setting: str) -> bool:
     """`logger.progress`: auto shows the bar only when stderr is a terminal."""
     return sys.stderr.isatty() if setting == "auto" else setting == "true"

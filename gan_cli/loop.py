@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from gan_cli import objective, resume
+from gan_cli.config import epoch_limit
 from gan_cli.run import Run
 from gan_cli.samples import image_grid, save_png, scatter_plot
 from gan_cli.signals import GracefulStop
@@ -120,13 +121,24 @@ def stop_asked(run: Run, stop: GracefulStop, at: int) -> bool:
     return bool(run.dist.max(flag).item())
 
 
+def step_limit_reached(run: Run, step: int) -> str:
+    """Which step limit ended the run: trainer.steps, trainer.epochs, or the default epochs."""
+    t = run.cfg.trainer
+    if t.steps is not None and step >= int(t.steps):
+        return f"trainer.steps={t.steps}"
+    epochs = epoch_limit(t)
+    if t.epochs is None:
+        return f"{epochs:g} epochs (the limit of a run that sets no other)"
+    return f"trainer.epochs={t.epochs:g}"
+
+
 def fit(run: Run) -> dict[str, Any]:
     """Train until the first limit (steps, epochs, minutes) or a stop signal; returns the final numbers."""
     t, lg = run.cfg.trainer, run.cfg.logger
     limit_s = 60 * t.max_minutes if t.max_minutes is not None else math.inf
     meter, evaluated_at = Meter(run), -1
     scores: dict[str, float] = {}
-    step, stopped = run.start_step, False
+    step, stopped, ended_by = run.start_step, False, ""
     stop = GracefulStop().install()  # SIGINT/SIGTERM: stop at a step boundary, with a checkpoint
     t_start = time.perf_counter()
     try:
@@ -135,6 +147,7 @@ def fit(run: Run) -> dict[str, Any]:
             if limit_s < math.inf:  # every process stops, and decays its rates, on rank 0's clock
                 elapsed = run.dist.rank0(elapsed)
             if elapsed >= limit_s:
+                ended_by = f"trainer.max_minutes={t.max_minutes:g}"
                 break
             if stop_asked(run, stop, step):
                 stopped = True
@@ -160,16 +173,28 @@ def fit(run: Run) -> dict[str, Any]:
                 evaluated_at = step
         # a signal during the final save below does not undo a finished run
         interrupted = (stop.signum or signal.SIGTERM) if stopped else None
+        if stopped:
+            ended_by = signal.Signals(interrupted or signal.SIGTERM).name
+        elif not ended_by:
+            ended_by = step_limit_reached(run, step)
         final = meter.flush(step) if meter.count else meter.last
+        # the end takes seconds to a minute (and metrics longer): say what it is doing
+        log.info("final sample grid: %s", run.run_dir / "samples" / f"step_{step:06d}.png")
         sample(run, step)
+        log.info("final checkpoint: %s", run.run_dir / "checkpoints" / "last.pt")
         checkpoint(run, step)
         if run.evaluator and evaluated_at != step:
+            log.info("final evaluation: %s", ", ".join(run.evaluator.names))
             evaluate(run, step, meter, scores)
         metrics = {k.removeprefix("metrics/"): v for k, v in scores.items()}
         nets = run.nets
-        goal = objective.choose(
-            metrics, lambda: objective.pixel_fd(nets.G_eval(), run.data, nets.z_dim, nets.device, t.seed)
-        )
+
+        def proxy() -> float:
+            log.info("objective: %s of generated and real samples", objective.PROXY_NAME)
+            return objective.pixel_fd(nets.G_eval(), run.data, nets.z_dim, nets.device, t.seed)
+
+        goal = objective.choose(metrics, proxy)
+        log.info("objective: %s = %.6g", *goal)
     except BaseException:
         run.logger.close(None)
         raise
@@ -185,6 +210,7 @@ def fit(run: Run) -> dict[str, Any]:
         "perf/images_per_s_mean": (step - run.start_step) * meter.images_per_step / max(wall, 1e-9),
         "objective_name": goal[0],
         "objective": goal[1],
+        "ended_by": ended_by,
     }
     run.logger.close(result)
     if interrupted is not None:
@@ -197,6 +223,6 @@ def fit(run: Run) -> dict[str, Any]:
             resume.resume_command(run.run_dir, run.overrides),
         )
     else:
-        log.info("done: %d steps in %.1f s; outputs in %s", step, wall, run.run_dir)
+        log.info("done: %d steps in %.1f s, ended by %s; outputs in %s", step, wall, ended_by, run.run_dir)
     run.dist.barrier()
     return result

@@ -24,6 +24,8 @@ log = logging.getLogger("gan_cli")
 
 # Keys a resumed run may change without changing what is trained: limits, logging, paths and
 # speed switches. A key listed here covers every key below it (`logger` covers `logger.log_every`).
+# trainer.threads changes no setting of the run, but on a CPU another thread count can sum floats in
+# another order: a run resumed with other threads is no longer bit-identical to the uninterrupted one.
 SAFE_KEYS = (
     "logger",
     "trainer.steps",
@@ -34,6 +36,7 @@ SAFE_KEYS = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "trainer.device",
+    "trainer.threads",
     "trainer.on_nan",
     "trainer.compile",
     "trainer.cuda_graphs",

@@ -24,13 +24,14 @@ from gan_cli import checkpoint as ckpt
 from gan_cli import distributed
 from gan_cli.augment import Augment
 from gan_cli.augment import check_config as check_augment
-from gan_cli.config import Choices, OnNan, resolved
+from gan_cli.config import Choices, OnNan, epoch_limit, resolved
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import (
     autocast_dtype,
     channels_last,
     check_precision,
     configure_backends,
+    precision_summary,
     resolve_device,
     use_fused,
 )
@@ -162,10 +163,11 @@ def build_optimizer(node: DictConfig, params: Any, fused: bool, key: str) -> tor
 
 def total_steps(cfg: DictConfig, per_epoch: int, n_critic: int) -> int | None:
     limits = []
+    epochs = epoch_limit(cfg)
     if cfg.steps is not None:
         limits.append(int(cfg.steps))
-    if cfg.epochs is not None:
-        limits.append(max(1, math.ceil(cfg.epochs * per_epoch / n_critic)))
+    if epochs is not None:
+        limits.append(max(1, math.ceil(epochs * per_epoch / n_critic)))
     return min(limits) if limits else None
 
 
@@ -211,6 +213,14 @@ def real_picture(data: Data, batches: Batches, n: int, real_points: torch.Tensor
     return image_grid(images)
 
 
+def data_summary(name: str, data: Data) -> str:
+    """What the data set turned out to hold: `mnist: 60000 images of 1x28x28, 10 classes`."""
+    if data.kind == "points":
+        return f"{name}: {len(data)} points in {data.shape[0]} dimensions"
+    classes = f"{data.num_classes} classes" if data.num_classes else "no labels"
+    return f"{name}: {len(data)} images of {'x'.join(map(str, data.shape))}, {classes}"
+
+
 def default_loggers(
     cfg: DictConfig, run_dir: Path, start: int, overrides: Sequence[str] = ()
 ) -> list[MetricLogger]:
@@ -248,6 +258,7 @@ def build_run(
     configure_backends(device, t_cfg.cudnn_benchmark, t_cfg.tf32)
     with dist.main_first():
         data = build_data(cfg.data)
+    log.info("data: %s", data_summary(str(cfg.data.name), data))
     num_workers = int(cfg.data.get("num_workers", 2))
     batches = Batches(data, t_cfg.batch_size, device, t_cfg.seed, num_workers, shard=dist.shard)
     if cfg.augment.name != "none" and data.kind != "image":
@@ -256,6 +267,7 @@ def build_run(
     conv = data.kind == "image" and any(isinstance(m, nn.Conv2d) for m in D.modules())
     nhwc = channels_last(choices.channels_last, device, conv)
     amp_dtype = autocast_dtype(choices.precision, device, conv)
+    log.info("precision: %s", precision_summary(choices.precision, amp_dtype, device, conv))
     memory_format = torch.channels_last if nhwc else torch.contiguous_format
     G.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     D.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]

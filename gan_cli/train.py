@@ -3,14 +3,17 @@ command (cli.py) works out the run folder, the overrides and the resume point an
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from gan_cli import resume as resuming
 from gan_cli.config import resolved, validate
+from gan_cli.device import cpu_threads
 from gan_cli.errors import OutputError
 from gan_cli.graphs import StepFn
 from gan_cli.logger import MetricLogger, NullLogger, ProgressLogger
@@ -18,6 +21,8 @@ from gan_cli.loop import fit
 from gan_cli.resume import ResumePoint
 from gan_cli.run import build_run
 from gan_cli.trackers import check_installed
+
+log = logging.getLogger("gan_cli")
 
 
 def train(
@@ -29,6 +34,7 @@ def train(
     loggers: Sequence[MetricLogger] | None = None,  # instead of logger.backends and metrics.jsonl
     progress: ProgressLogger | NullLogger | None = None,  # instead of the bar (told of every step)
     wrap_step: Callable[[StepFn], StepFn] | None = None,  # wraps the training step (tests, benchmarks)
+    jobs_at_once: int = 1,  # runs a local launcher trains side by side (they share the CPU cores)
 ) -> dict[str, Any]:
     """Train a GAN as `cfg` says and return its final numbers (losses, metrics, objective, step)."""
     choices = validate(cfg)
@@ -39,6 +45,9 @@ def train(
         resume = resuming.resolve(cfg.trainer.resume, bool(cfg.trainer.resume_force), run_dir, now)
         if resume is not None and resume.run_dir is not None:
             run_dir = resume.run_dir
+    threads, why = cpu_threads(cfg.trainer.threads, jobs_at_once)
+    torch.set_num_threads(threads)
+    log.info("CPU threads: %d (%s)", threads, why)
     run = build_run(
         cfg, choices, run_dir, resume=resume, overrides=overrides, loggers=loggers, wrap_step=wrap_step
     )

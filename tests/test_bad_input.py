@@ -246,3 +246,34 @@ def test_cli_cuda_without_cuda(tmp_path: Path) -> None:
     out = res.stdout + res.stderr
     assert "CUDA is not available" in out and "trainer.device=cpu" in out and "Traceback" not in out
     assert not (tmp_path / "run").exists() and not (tmp_path / "no-data").exists()
+
+
+# ---- messages, not tracebacks --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.root=${nosuch}", "data.root cannot be resolved: Interpolation key 'nosuch' not found"),
+        ("plugins=['']", "plugins: '' is not a module name"),
+        ("trainer.seed=-1", "trainer.seed=-1 is not valid; give a whole number from 0 to 2**63 - 1"),
+        ("trainer.seed=9223372036854775808", "trainer.seed=9223372036854775808 is not valid"),
+    ],
+    ids=["interpolation", "empty-plugin", "negative-seed", "huge-seed"],
+)
+def test_bad_values_get_a_message_not_a_traceback(tmp_path: Path, override: str, message: str) -> None:
+    # each is refused before the (absent) data is looked for
+    res = run_cli(
+        "debug=tiny", f"data.root={tmp_path / 'no-data'}", override, "hydra.run.dir=run", cwd=tmp_path
+    )
+    out = res.stderr + res.stdout
+    assert res.returncode == 2, out
+    assert message in out and "Traceback" not in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_largest_seed_trains(tmp_path: Path) -> None:
+    res = run_cli(
+        *QUICK, "experiment=gaussians_demo", "trainer.steps=2", f"trainer.seed={2**63 - 1}", cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr

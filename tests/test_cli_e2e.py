@@ -159,3 +159,30 @@ def test_sample_grid_layout() -> None:
     assert grid[:, 2:6, 2:8].eq(0).all() and grid[:, :2].eq(255).all()
     assert grid[:, 8:12, 18:24].eq(255).all(), "the sixth cell is empty"
     assert image_grid(x[:1]).shape == (3, 4, 6)
+
+
+def test_the_log_says_what_was_chosen(tmp_path: Path, mnist_root: Path) -> None:
+    """Precision, threads and the data found are logged, a resize upwards is warned about, and the
+    end of the run says what it is doing (sample, checkpoint, objective) before the last line."""
+    from gan_cli.device import auto_precision
+
+    args = [*QUICK, "model=dcgan", "model.g_width=8", "model.d_width=8", f"data.root={mnist_root}"]
+    res = run_cli(*args, "data.download=false", "data.image_size=32", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    log = res.stderr
+    assert "data: mnist: 128 images of 1x32x32, 10 classes" in log
+    assert "mnist images are 28 px; data.image_size=32 resizes them up" in log
+    expected = "bf16 autocast" if auto_precision(torch.device("cpu"), conv=True).name == "bf16" else "fp32"
+    assert f"precision: {expected} (trainer.precision=auto: a convolutional model on a CPU" in log
+    assert "CPU threads: " in log and "training step: eager" in log
+    end = log[log.index("final sample grid: ") :]
+    for line in [
+        "final checkpoint: ",
+        "objective: pixel_fd of generated",
+        "objective: pixel_fd = ",
+        "done: 4 steps",
+    ]:
+        assert line in end
+        end = end[end.index(line) :]
+    res = run_cli(*args, "data.download=false", "trainer.precision=32", "hydra.run.dir=again", cwd=tmp_path)
+    assert "precision: fp32 (trainer.precision=32)" in res.stderr and "resizes them up" not in res.stderr

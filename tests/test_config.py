@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 import gan_cli.cli  # noqa: F401  (registers every schema)
-from gan_cli.config import validate
+from gan_cli.config import DEFAULT_EPOCHS, epoch_limit, validate
 from gan_cli.errors import ConfigError
 from tests.conftest import run_cli
 
@@ -77,15 +77,44 @@ def test_invalid_values(override: str, message: str) -> None:
         validate(compose_train(override))
 
 
-def test_no_limit_is_refused() -> None:
-    with pytest.raises(ConfigError, match="no limit set"):
-        validate(compose_train("trainer.epochs=null"))
+def test_the_default_epochs_apply_only_without_any_limit() -> None:
+    assert epoch_limit(compose_train().trainer) == DEFAULT_EPOCHS == 5
+    assert epoch_limit(compose_train("trainer.steps=5000").trainer) is None
+    assert epoch_limit(compose_train("trainer.max_minutes=30").trainer) is None
+    assert epoch_limit(compose_train("trainer.epochs=2", "trainer.steps=10").trainer) == 2
+    validate(compose_train("trainer.epochs=null"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+trainer.batchsize=32", "trainer.batchsize is not a setting (did you mean trainer.batch_size?)"),
+        (
+            "+model.widht=3",
+            "model.widht is not a setting (did you mean model.g_width?); the settings of model: ",
+        ),
+        ("+data.colour=1", "data.colour is not a setting; the settings of data: name, root, download"),
+        ("+loss.n_crit=2", "did you mean loss.n_critic?"),
+        ("+logger.tb.dir=x", "logger.tb is not a setting"),
+        ("+foo=1", "foo is not a setting; the settings of the top level: data, model, loss, optimizer"),
+    ],
+)
+def test_keys_outside_the_schema_are_refused_even_with_plus(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(compose_train("debug=tiny", override))
+    assert message in str(err.value)
+    assert "batch_size, precision" in str(err.value) or "trainer" not in override
+
+
+def test_free_keyword_nodes_are_left_to_their_own_check() -> None:
+    validate(compose_train("debug=tiny", "+optimizer.g.amsgrad=true"))
 
 
 @pytest.mark.parametrize(
     "args,message",
     [
         (["trainer.batchsize=3"], "Key 'batchsize' not in 'TrainerConfig'"),
+        (["+trainer.batchsize=3"], "trainer.batchsize is not a setting (did you mean trainer.batch_size?)"),
         (["model.widht=3"], "Key 'widht' not in 'DCGANConfig'"),
         (["trainer.steps=many"], "Value 'many' of type 'str' could not be converted to Integer"),
         (["model=vit"], "Could not find 'model/vit'"),
@@ -104,7 +133,7 @@ def test_no_limit_is_refused() -> None:
 )
 def test_config_errors_through_the_cli(tmp_path: Path, args: list[str], message: str) -> None:
     res = run_cli(*args, "hydra.run.dir=run", cwd=tmp_path)
-    assert res.returncode != 0
+    assert res.returncode == 2, "bad input exits 2, whether Hydra or gan_cli refuses it"
     assert message in res.stderr + res.stdout
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "run").exists(), "a refused run must leave no run directory"
@@ -119,6 +148,25 @@ def test_help_lists_groups_and_options(tmp_path: Path) -> None:
         "data: cifar10",
     ]:
         assert line in res.stdout
+    groups = {line.split(":")[0] for line in res.stdout.split("== Settings")[0].splitlines() if ": " in line}
+    assert not any(g.startswith(("schema", "debug/", "hydra")) for g in groups), groups
+
+
+@pytest.mark.parametrize(
+    ("choice", "group"),
+    [("model=dcgan", "model"), ("model=mlp", "model")]
+    + [(f"{g}={o}", g) for g in ("trainer", "logger", "optimizer", "loss", "data") for o in options(g)[:1]],
+)
+def test_help_prints_each_setting_with_its_comment(tmp_path: Path, choice: str, group: str) -> None:
+    """What the YAML file of the chosen option says beside each key, --help prints beside the key."""
+    res = run_cli(choice, "--help", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    shown = res.stdout.split(f"\n{group}:\n")[1].split("\n\n")[0]
+    option = choice.split("=")[1]
+    for line in (CONFIGS / group / f"{option}.yaml").read_text().splitlines():
+        key, _, comment = line.partition(": ")
+        if "  # " in comment and not line.startswith((" ", "#")):
+            assert f"  {key}: " in shown and comment.split("  # ", 1)[1] in shown, line
 
 
 def test_cfg_job_prints_config(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ STEPS = 200
 
 PINNED = [
     "trainer.device=cpu",
+    "trainer.threads=1",
     f"trainer.steps={STEPS}",
     "trainer.epochs=null",
     "trainer.max_minutes=null",

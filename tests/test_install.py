@@ -1,4 +1,4 @@
-"""A plain (non-editable) install finds its configs from any working directory."""
+"""A plain (non-editable) install finds its configs from any working directory, and building it is quiet."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import site
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,26 @@ def test_wheel_install_runs_from_anywhere(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert (elsewhere / "run" / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_wheel_build_is_quiet_and_ships_every_config(tmp_path: Path) -> None:
+    """The build prints no packaging warnings (verbose, so the build backend's output shows), and the
+    wheel holds every YAML file under configs/."""
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(REPO)],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    output = res.stdout + res.stderr
+    for warning in ("would be ignored", "absent from the `packages`", "Deprecat"):
+        assert warning not in output, [line for line in output.splitlines() if warning in line][:3]
+    wheel = next(tmp_path.glob("gan_cli-*.whl"))
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    configs = {
+        f"gan_cli/configs/{p.relative_to(REPO / 'configs').as_posix()}"
+        for p in REPO.glob("configs/**/*.yaml")
+    }
+    assert len(configs) > 30
+    assert sorted(configs - shipped) == []

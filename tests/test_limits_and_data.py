@@ -28,6 +28,45 @@ def test_epochs_limit(tmp_path: Path, mnist_root: Path) -> None:
     assert records(tmp_path / "run")[-1]["epoch"] == 1.0
 
 
+# QUICK without its trainer.epochs=null: what a user who sets one limit leaves as it is
+FEW_LOGS = [a for a in QUICK if not a.startswith(("trainer.steps", "trainer.epochs", "logger."))]
+FEW_LOGS += ["logger.log_every=8", "logger.sample_every=0", "logger.progress=false"]
+FEW_LOGS += ["trainer.checkpoint_every=0"]
+
+
+def test_steps_alone_are_not_cut_short_by_the_default_epochs(tmp_path: Path, mnist_root: Path) -> None:
+    # one epoch is 16 steps: the default 5 epochs would stop at 80
+    args = [*FEW_LOGS, "model=mlp", f"data.root={mnist_root}", "trainer.steps=96"]
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert records(tmp_path / "run")[-1]["step"] == 96
+    last = res.stderr.strip().splitlines()[-1]
+    assert "done: 96 steps" in last and "ended by trainer.steps=96" in last
+
+
+def test_a_run_without_limits_trains_the_default_epochs(tmp_path: Path, mnist_root: Path) -> None:
+    res = run_cli(*FEW_LOGS, "model=mlp", f"data.root={mnist_root}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert records(tmp_path / "run")[-1]["step"] == 80
+    assert "ended by 5 epochs" in res.stderr.strip().splitlines()[-1]
+
+
+def test_minutes_alone_are_not_cut_short_by_the_default_epochs(tmp_path: Path, mnist_root: Path) -> None:
+    args = [*FEW_LOGS, "model=mlp", f"data.root={mnist_root}", "trainer.max_minutes=0.05"]
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] > 80
+    assert "ended by trainer.max_minutes=0.05" in res.stderr.strip().splitlines()[-1]
+
+
+def test_epochs_limit_is_named_at_the_end(tmp_path: Path, mnist_root: Path) -> None:
+    args = [*FEW_LOGS, "model=mlp", f"data.root={mnist_root}", "trainer.epochs=0.5", "trainer.steps=1000"]
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "done: 8 steps" in res.stderr and "ended by trainer.epochs=0.5" in res.stderr
+
+
 def test_wall_clock_limit_ends_cleanly(tmp_path: Path) -> None:
     args = [*QUICK, "experiment=gaussians_demo", "trainer.steps=null", "trainer.max_minutes=0.02"]
     res = run_cli(*args, "logger.sample_every=0", cwd=tmp_path)

@@ -3,6 +3,7 @@ Inception's preprocessing, and the real-feature cache."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gan_cli.metrics import FEATURES, METRICS, Evaluation, RealSet, evaluate
-from gan_cli.metrics.base import cached_features
+from gan_cli.metrics.base import cached_features, extract
 from gan_cli.metrics.frechet import frechet_distance, kernel_inception_distance, mean_cov
 from gan_cli.metrics.inception import inception_input, legacy_bilinear_matrix
 from gan_cli.metrics.reference import real_set
@@ -112,6 +113,29 @@ def test_fid_orders_real_real_below_noise_real(mnist_root: Path, tmp_path: Path)
     assert abs(self_fid["metrics/fid"]) < 1e-6
     assert real_real["metrics/fid"] * 20 < noise_real["metrics/fid"]
     assert real_real["metrics/kid"] * 20 < noise_real["metrics/kid"]
+
+
+def test_kid_std_only_when_subsets_vary(tmp_path: Path) -> None:
+    """With no more images than a KID subset (1000) every subset is the whole set: no spread to report."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2100, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    real = RealSet(images[1050:], None, "noise-real-n1050", "noise")
+    few = evaluate(["kid"], _evaluation(images[:1000], real, tmp_path))
+    many = evaluate(["kid"], _evaluation(images[:1050], real, tmp_path))
+    assert "metrics/kid" in few and "metrics/kid_std" not in few
+    assert many["metrics/kid_std"] > 0
+
+
+def test_feature_passes_report_their_progress_off_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("gan_cli.metrics.base.PROGRESS_EVERY_S", 0.0)
+    images = torch.zeros(70, 1, 28, 28, dtype=torch.uint8)
+    with caplog.at_level(logging.INFO, logger="gan_cli"):
+        feats = extract(RandomFeatures(torch.device("cpu")), images, torch.device("cpu"), "generated images")
+    assert feats.shape == (70, 64)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [f"random_test features of generated images: {n}/70 img" for n in (32, 64, 70)]
 
 
 def test_real_features_are_cached(mnist_root: Path, tmp_path: Path) -> None:

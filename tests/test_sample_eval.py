@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import struct
+import subprocess
+import termios
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import QUICK, run_cli
+from gan_cli.commands.classifier import ClassifierArgs
+from gan_cli.commands.evaluate import EvalArgs
+from gan_cli.commands.sample import SampleArgs
+from tests.conftest import QUICK, run_cli, script
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +144,33 @@ def test_sample_gif_walk(runs: dict[str, Path], tmp_path: Path) -> None:
     assert Image.open(tmp_path / "c.gif").size == grid_size(2, 10)  # one row per class, as the PNG grid
 
 
+def test_sample_to_an_unwritable_place(runs: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    for out in ("a_file/grid.png", "a_file/x/grid.png"):
+        res = run_cli(str(runs["plain"]), "n=4", f"out={out}", name="gan-sample", cwd=tmp_path)
+        assert res.returncode == 2, res.stderr
+        assert f"cannot write out={out}" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_sample_refuses_an_out_of_range_seed(runs: dict[str, Path], tmp_path: Path) -> None:
+    res = run_cli(str(runs["plain"]), "n=4", "seed=-3", name="gan-sample", cwd=tmp_path)
+    assert res.returncode == 2 and "seed=-3 is not valid" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_eval_prints_its_metrics_when_the_file_cannot_be_written(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    args = [str(runs["plain"]), "metrics=[fid,kid]", "n=4", "real=4", "out=a_file/e.json"]
+    res = run_cli(*args, name="gan-eval", cwd=tmp_path, env={"GAN_CLI_CACHE": str(tmp_path / "cache")})
+    assert res.returncode == 2, res.stderr
+    assert "cannot write a_file/e.json" in res.stderr and "metrics are printed above" in res.stderr
+    assert "Traceback" not in res.stderr
+    table = dict(line.split() for line in res.stdout.splitlines()[1:] if len(line.split()) == 2)
+    assert float(table["fid"]) > 0 and "kid" in table
+
+
 def test_sample_missing_run(tmp_path: Path) -> None:
     res = run_cli(str(tmp_path / "nowhere"), name="gan-sample", cwd=tmp_path)
     assert res.returncode == 2 and "does not exist" in res.stderr
@@ -153,3 +190,60 @@ def test_eval_with_inception_and_classifier(runs: dict[str, Path], mnist_root: P
     assert record["fid"] > 0 and 0 <= record["label_accuracy"] <= 1 and 1 <= record["classes_covered"] <= 10
     assert "fid" in res.stdout and "classifier_is" in res.stdout
     assert len(list((tmp_path / "cache" / "reference").glob("mnist-test-28px-n12-*-inception.npy"))) == 1
+
+
+HELP = [
+    ("gan-sample", SampleArgs, ["ema=true  use the moving-average generator", "device=auto  auto | cpu"]),
+    ("gan-eval", EvalArgs, ["real=10000  real images in the reference set", "data.KEY=VALUE  overrides"]),
+    ("gan-classifier", ClassifierArgs, ["epochs=null  passes over the training split"]),
+]
+
+
+@pytest.mark.parametrize(("name", "schema", "lines"), HELP, ids=[h[0] for h in HELP])
+@pytest.mark.parametrize(
+    "flag", [["--help"], ["-h"], ["RUN", "n=3", "--help"]], ids=["long", "short", "late"]
+)
+def test_help_lists_every_setting_with_its_comment(
+    tmp_path: Path, name: str, schema: type, lines: list[str], flag: list[str]
+) -> None:
+    res = run_cli(*flag, name=name, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "error" not in res.stderr + res.stdout and res.stdout.startswith(name)
+    listed = {
+        line.split()[0].split("=")[0].split(".")[0] for line in res.stdout.splitlines() if line[:2] == "  "
+    }
+    assert listed == {f.name for f in fields(schema)}
+    flat = " ".join(" ".join(line.split()) for line in res.stdout.splitlines())
+    for line in lines:
+        assert " ".join(line.split()) in flat
+
+
+def test_sweep_report_help(tmp_path: Path) -> None:
+    res = run_cli("--help", name="gan-sweep-report", cwd=tmp_path)
+    assert res.returncode == 0 and "--format" in res.stdout and "sweep_dir" in res.stdout
+
+
+@pytest.mark.slow
+def test_eval_shows_a_progress_bar_on_a_terminal(runs: dict[str, Path], tmp_path: Path) -> None:
+    """stderr a terminal: tqdm bars for the feature passes (the JSON and table still go to stdout)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a new pty is 0 wide
+    env = {**os.environ, "GAN_CLI_CACHE": str(tmp_path / "cache")}
+    args = [script("gan-eval"), str(runs["plain"]), "metrics=[fid]", "n=20", "real=20", "out=e.json"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=300)
+    os.close(leader)
+    assert proc.returncode == 0, seen.decode(errors="replace")
+    text = seen.decode(errors="replace")
+    assert "inception features of generated images" in text and "20/20" in text and "img/s" in text
+    assert "fid" in out

@@ -160,3 +160,48 @@ def test_sigterm_stops_every_process_of_a_distributed_run_at_the_same_step(tmp_p
     stopped = load(run)["step"]
     assert stopped % 5 == 0 and records(run)[-1]["step"] == stopped, "at a logged step (log_every=5)"
     assert "Traceback" not in out.split("stopped by SIGTERM")[0]
+
+
+SLOW_START = """
+import pathlib, time
+pathlib.Path("starting").write_text("")
+time.sleep(60)
+"""
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path: Path) -> None:
+    """A plugin that takes its time to import holds the run in its start-up, where Ctrl-C lands."""
+    (tmp_path / "slow_start.py").write_text(SLOW_START)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tmp_path)}
+    env.pop("GAN_CLI_DATA", None)
+    cmd = [script("gan-train"), *GAUSS, "plugins=[slow_start]", "hydra.run.dir=run"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "starting").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run did not reach its plugins"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and out.strip().splitlines()[-1] == "gan-train: interrupted (Ctrl-C)"
+    assert not (tmp_path / "run").exists(), "a run stopped before it trained leaves no folder"
+
+
+@pytest.mark.parametrize("name", ["gan-train", "gan-sample"])
+def test_ctrl_c_while_importing_is_one_line_and_130(tmp_path: Path, name: str) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [script(name), "--help"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # in the imports of torch and Hydra, which take seconds
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and err.strip() == f"{name}: interrupted (Ctrl-C)"

@@ -90,24 +90,28 @@ def test_joblib_parallel_sweep_report_and_hparams(tmp_path: Path, mnist_root: Pa
         assert [e.value for e in acc.Scalars("objective")] == pytest.approx([runs[run.name[0]]["objective"]])
 
 
+# a batch larger than the 128 images of the tiny MNIST: the config is fine, the run fails on its data
+TOO_BIG = "fewer than trainer.batch_size=1000"
+
+
 @pytest.mark.slow
 def test_failed_job_does_not_stop_the_sweep(tmp_path: Path, mnist_root: Path) -> None:
-    res = sweep(tmp_path, mnist_root, "optimizer.lr=1e-4,-1,2e-4")
+    res = sweep(tmp_path, mnist_root, "trainer.batch_size=8,1000,16")
     assert res.returncode == 1, res.stderr + res.stdout
     assert "1 of 3 runs did not finish" in res.stdout + res.stderr
     runs = statuses(tmp_path / "sweep")
     assert [runs[j]["status"] for j in "012"] == ["ok", "failed", "ok"]
-    assert "optimizer.g.lr=-1.0 is not valid" in runs["1"]["error"]
+    assert TOO_BIG in runs["1"]["error"]
     rows = report(tmp_path)
     assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
-    assert rows[2]["job"] == "1" and rows[2]["objective"] == "" and "not valid" in rows[2]["error"]
+    assert rows[2]["job"] == "1" and rows[2]["objective"] == "" and TOO_BIG in rows[2]["error"]
     markdown = run_cli("sweep", "--format", "markdown", cwd=tmp_path, name="gan-sweep-report").stdout
     assert "| 1 | failed |" in markdown
 
 
 @pytest.mark.slow
 def test_submitit_local_sweep(tmp_path: Path, mnist_root: Path) -> None:
-    res = sweep(tmp_path, mnist_root, "hydra/launcher=submitit_local", "optimizer.lr=1e-4,-1")
+    res = sweep(tmp_path, mnist_root, "hydra/launcher=submitit_local", "trainer.batch_size=8,1000")
     assert res.returncode == 1, res.stderr + res.stdout
     runs = statuses(tmp_path / "sweep")
     assert runs["0"]["status"] == "ok" and runs["1"]["status"] == "failed"
@@ -136,6 +140,32 @@ def test_optuna_search(tmp_path: Path, mnist_root: Path) -> None:
     ok = [r["objective"] for r in runs.values() if r["status"] == "ok"]
     assert best["best_value"] == pytest.approx(min(ok))
     assert float(report(tmp_path)[0]["objective"]) == pytest.approx(min(ok))
+
+
+@pytest.mark.parametrize(
+    ("values", "job", "message"),
+    [
+        (["optimizer.lr=1e-4,-1"], "#1 of 2", "optimizer.g.lr=-1.0 is not valid"),
+        (["loss=hinge,lsgan", "+trainer.batchsize=32"], "#0 of 2", "trainer.batchsize is not a setting"),
+        (
+            ["optimizer._target_=torch.optim.Adam,torch.optim.Nope"],
+            "#1 of 2",
+            "'torch.optim.Nope' cannot be used",
+        ),
+    ],
+    ids=["value", "unknown-key", "optimizer"],
+)
+def test_a_bad_job_stops_the_sweep_before_any_job_starts(
+    tmp_path: Path, mnist_root: Path, values: list[str], job: str, message: str
+) -> None:
+    res = sweep(tmp_path, mnist_root, *values)
+    assert res.returncode == 2, res.stderr + res.stdout
+    out = res.stderr + res.stdout
+    assert message in out and "No job was started" in out and "Traceback" not in out
+    named = next(line for line in out.splitlines() if f"job {job} (" in line)  # the job and its overrides
+    bad = [v.split(",")[0] if job == "#0 of 2" else v.split("=")[0] + "=" + v.split(",")[-1] for v in values]
+    assert "model=mlp" in named and f"data.root={mnist_root}" in named and " ".join(bad) + ")" in named
+    assert not (tmp_path / "sweep").exists() or not any((tmp_path / "sweep").iterdir())
 
 
 @pytest.mark.slow
@@ -195,6 +225,30 @@ def test_report_errors(tmp_path: Path) -> None:
     assert res.returncode == 2 and "no runs in" in res.stderr
     res = run_cli(str(tmp_path / "missing"), cwd=tmp_path, name="gan-sweep-report")
     assert res.returncode == 2 and "is not a folder" in res.stderr
+
+
+def test_report_skips_damaged_files_with_a_warning(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    write_run(sweep_dir / "0_loss=a", ["loss=a"], {"status": "ok", "objective": 2.0, "metrics": {"step": 4}})
+    write_run(sweep_dir / "1_loss=b", ["loss=b"], None)
+    (sweep_dir / "1_loss=b" / "status.json").write_text('{"status": "ok", "objec')  # cut short
+    write_run(sweep_dir / "2_loss=c", ["loss=c"], {"status": "ok", "objective": 1.0})
+    (sweep_dir / "2_loss=c" / ".hydra" / "overrides.yaml").write_text("- loss=c\n- [unclosed\n")
+    write_run(sweep_dir / "3_loss=d", ["loss=d"], None)
+    (sweep_dir / "3_loss=d" / "status.json").write_text('["a", "list"]')
+    res = run_cli("sweep", cwd=tmp_path, name="gan-sweep-report")
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    for damaged in ("1_loss=b/status.json", "2_loss=c/.hydra/overrides.yaml", "3_loss=d/status.json"):
+        assert f"warning: skipped a run: sweep/{damaged}" in res.stderr
+    assert [line.split()[0] for line in res.stdout.splitlines()[1:] if line[:1].isdigit()] == ["0"]
+
+
+def test_report_of_only_damaged_runs_is_an_error(tmp_path: Path) -> None:
+    write_run(tmp_path / "sweep" / "0_loss=a", ["loss=a"], None)
+    (tmp_path / "sweep" / "0_loss=a" / "status.json").write_text("{")
+    res = run_cli("sweep", cwd=tmp_path, name="gan-sweep-report")
+    assert res.returncode == 2 and "could be read" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_objective_prefers_fid() -> None:

@@ -23,7 +23,9 @@ class ClassifierArgs:
 def classifier(argv: list[str]) -> dict[str, Any]:
     from gan_cli.metrics.classifier import DEFAULT_EPOCHS, train_classifier
 
-    usage = "gan-classifier mnist|fashion_mnist|cifar10 [root=./data] [image_size=28] [epochs=2]"
+    usage = (
+        "gan-classifier mnist|fashion_mnist|cifar10 [key=value ...], e.g. gan-classifier mnist root=./data"
+    )
     dataset, args = parse_args(argv, ClassifierArgs, usage)
     if dataset not in ("mnist", "fashion_mnist", "cifar10"):
         raise ConfigError(f"no domain classifier for {dataset!r}; allowed: mnist, fashion_mnist, cifar10")

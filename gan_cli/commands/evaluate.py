@@ -12,8 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_cli.checkpoint import load_generator
 from gan_cli.commands import parse_args, run_command
+from gan_cli.config import check_seed
 from gan_cli.device import resolve_device
-from gan_cli.errors import ConfigError
+from gan_cli.errors import ConfigError, GanCliError
 from gan_cli.evaluation import balanced_labels
 from gan_cli.metrics import Evaluation, evaluate
 from gan_cli.metrics.reference import generate, real_set
@@ -24,7 +25,9 @@ log = logging.getLogger("gan_cli")
 
 @dataclass
 class EvalArgs:
-    metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])  # fid | kid | precision | recall | ...
+    metrics: list[str] = field(
+        default_factory=lambda: ["fid", "kid"]
+    )  # any of fid kid precision recall density coverage intra_fid classifier
     n: int = 10000  # generated images
     reference: str = "test"  # test | train: the real split they are compared with
     real: int = 10000  # real images in the reference set (at most the split's size)
@@ -38,13 +41,11 @@ class EvalArgs:
 
 
 def evaluate_run(argv: list[str]) -> dict[str, Any]:
-    usage = (
-        "gan-eval RUN_DIR_OR_CHECKPOINT [metrics=[fid,kid]] [n=10000] [reference=test] [out=FILE.json] "
-        "[data.root=PATH]; metrics: fid kid precision recall density coverage intra_fid classifier"
-    )
+    usage = "gan-eval RUN_DIR_OR_CHECKPOINT [key=value ...], e.g. gan-eval RUN metrics=[fid,kid] n=10000"
     run, args = parse_args(argv, EvalArgs, usage)
     if args.n < 2 or args.real < 2:
         raise ConfigError("n= and real= must be at least 2")
+    check_seed(args.seed, "seed")
     device = resolve_device(args.device)
     G, cfg, state = load_generator(run, device, use_ema=args.ema)
     if len(state.data_shape) != 3:
@@ -68,12 +69,18 @@ def evaluate_run(argv: list[str]) -> dict[str, Any]:
     }
     run_dir = Path(run) if Path(run).is_dir() else Path(run).resolve().parent.parent
     out = Path(args.out) if args.out else run_dir / "eval" / f"step_{int(state.step):06d}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     width = max(len(k) for k in values)
-    print(f"{'metric':<{width}}  value")
+    print(f"{'metric':<{width}}  value")  # first: a file that cannot be written does not lose them
     for k, v in values.items():
-        print(f"{k:<{width}}  {v:.6g}")
+        print(f"{k:<{width}}  {v:.6g}", flush=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise GanCliError(
+            f"cannot write {out}: {err.strerror or err}. The metrics are printed above; to keep them as "
+            "JSON, run again with out=PATH in a folder you can write"
+        ) from err
     print(f"(written to {out})")
     return record
 

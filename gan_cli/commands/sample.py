@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 
 from gan_cli.checkpoint import load_generator
 from gan_cli.commands import parse_args, run_command
+from gan_cli.config import check_seed
 from gan_cli.device import resolve_device
-from gan_cli.errors import ConfigError
+from gan_cli.errors import ConfigError, GanCliError
 from gan_cli.evaluation import balanced_labels, grid_labels
 from gan_cli.metrics.reference import generate, run_generator, to_uint8
 from gan_cli.models import label_classes
@@ -66,10 +67,7 @@ def _labels(args: DictConfig, n: int, num_classes: int) -> torch.Tensor | None:
 
 @torch.no_grad()
 def sample(argv: list[str]) -> Path:
-    usage = (
-        "gan-sample RUN_DIR_OR_CHECKPOINT [n=64] [out=grid.png] [format=png|npz|gif] [label=K] "
-        "[interpolate=true] [truncation=1] [frames=24] [fps=12] [seed=0]"
-    )
+    usage = "gan-sample RUN_DIR_OR_CHECKPOINT [key=value ...], e.g. gan-sample RUN n=64 out=grid.png"
     run, args = parse_args(argv, SampleArgs, usage)
     if args.format not in ("png", "npz", "gif"):
         raise ConfigError(f"format={args.format!r} is not valid; allowed: png, npz, gif")
@@ -84,6 +82,7 @@ def sample(argv: list[str]) -> Path:
         raise ConfigError("format=gif draws a latent walk: add interpolate=true (or use format=png)")
     if args.format == "gif" and (args.frames < 2 or not args.fps > 0):
         raise ConfigError(f"frames={args.frames} fps={args.fps} is not valid; give frames >= 2 and fps > 0")
+    check_seed(args.seed, "seed")
     device = resolve_device(args.device)
     G, cfg, state = load_generator(run, device, use_ema=args.ema)
     if len(state.data_shape) != 3:
@@ -113,14 +112,19 @@ def sample(argv: list[str]) -> Path:
             )
         count = len(labels) if labels is not None else n
         images = generate(G, count, z_dim, device, labels=labels, seed=int(args.seed), truncation=psi)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.format == "npz":
-        arrays = {"images": images.permute(0, 2, 3, 1).numpy()}
-        if labels is not None:
-            arrays["labels"] = labels.numpy()
-        np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
-    else:
-        save_png(image_grid(images.float().div(127.5).sub(1), nrow), out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if args.format == "npz":
+            arrays = {"images": images.permute(0, 2, 3, 1).numpy()}
+            if labels is not None:
+                arrays["labels"] = labels.numpy()
+            np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
+        else:
+            save_png(image_grid(images.float().div(127.5).sub(1), nrow), out)
+    except OSError as err:
+        raise GanCliError(
+            f"cannot write out={out}: {err.strerror or err}; give a path in a folder you can write"
+        ) from err
     log.info("wrote %d images to %s", len(images), out)
     return out
 

@@ -57,10 +57,30 @@ class Run:
         return self.status == "ok" and self.objective is not None and math.isfinite(self.objective)
 
 
+class DamagedFile(GanCliError):
+    """A run's overrides.yaml or status.json that cannot be read: the run is skipped, with a warning."""
+
+
 def _read_overrides(folder: Path) -> dict[str, str]:
-    items = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text(encoding="utf-8")) or []
+    path = folder / ".hydra" / "overrides.yaml"
+    try:
+        items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise DamagedFile(f"{path} cannot be read ({str(err).splitlines()[0]})") from err
+    if not isinstance(items, list):
+        raise DamagedFile(f"{path} does not hold a list of overrides")
     pairs = (str(item).partition("=") for item in items)
     return {key: value for key, _, value in pairs}
+
+
+def _read_status(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedFile(f"{path} cannot be read ({err})") from err
+    if not isinstance(record, dict):
+        raise DamagedFile(f"{path} does not hold a JSON object")
+    return record
 
 
 def _last_metrics(folder: Path) -> dict[str, Any]:
@@ -79,16 +99,19 @@ def read_run(folder: Path) -> Run:
     status_path = folder / STATUS_FILE
     if not status_path.is_file():
         return Run(folder, overrides, "incomplete", metrics=_last_metrics(folder))
-    record = json.loads(status_path.read_text(encoding="utf-8"))
-    objective = record.get("objective")
+    record = _read_status(status_path)
+    objective, wall_s, metrics = record.get("objective"), record.get("wall_s"), record.get("metrics")
+    numbers = all(v is None or isinstance(v, (int, float)) for v in (objective, wall_s))
+    if not numbers or not isinstance(metrics, (dict, type(None))):
+        raise DamagedFile(f"{status_path} has an objective, wall_s or metrics of the wrong type")
     return Run(
         folder,
         overrides,
         str(record.get("status", "failed")),
-        wall_s=record.get("wall_s"),
+        wall_s=wall_s,
         objective=float(objective) if objective is not None else None,
         objective_name=record.get("objective_name"),
-        metrics=record.get("metrics") or _last_metrics(folder),
+        metrics=metrics or _last_metrics(folder),
         error=str(record.get("error", "")),
     )
 
@@ -111,7 +134,15 @@ def collect(sweep_dir: Path) -> list[Run]:
             f"no runs in {sweep_dir} (no folder with .hydra/overrides.yaml); "
             "give a sweep folder such as outputs/multirun/DATE/TIME"
         )
-    runs = sorted((read_run(f) for f in folders), key=_job_number)
+    readable = []
+    for folder in folders:
+        try:
+            readable.append(read_run(folder))
+        except DamagedFile as err:
+            log.warning("skipped a run: %s", err)
+    if not readable:
+        raise GanCliError(f"no run in {sweep_dir} could be read (the warnings above name the files)")
+    runs = sorted(readable, key=_job_number)
     ranked = sorted((r for r in runs if r.ranked), key=lambda r: r.objective or 0.0)
     return ranked + [r for r in runs if not r.ranked]
 
@@ -234,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="gan-sweep-report: warning: %(message)s", stream=sys.stderr
+    )
     try:
         runs = collect(args.sweep_dir)
     except GanCliError as err:

@@ -105,7 +105,7 @@ def to_unit_range(batch: torch.Tensor) -> torch.Tensor:
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of epoch `epoch`: a pure function of (seed, epoch), so a resumed run sees the same order."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)  # the range seeds may take
     return torch.randperm(n, generator=gen)
 
 
@@ -197,7 +197,7 @@ class Batches:
                     persistent_workers=False,
                     # its own seed source, so the global RNG (and a resume) does not depend on
                     # where in an epoch the loader was started
-                    generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch),
+                    generator=torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**64),
                     worker_init_fn=_ignore_stop_signals,
                 )
             )

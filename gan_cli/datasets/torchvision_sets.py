@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ class TorchvisionDataConfig:
 
 
 store_schema("data", "torchvision", TorchvisionDataConfig)
+
+log = logging.getLogger("gan_cli")
 
 # name -> (torchvision class name, native size, folder the files go in, files expected there)
 _SETS = {
@@ -95,6 +98,16 @@ def _load(cfg: DictConfig) -> Data:
     data = ds.data
     images = torch.from_numpy(np.ascontiguousarray(data)) if isinstance(data, np.ndarray) else data
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    native = int(images.shape[-1])
+    if int(cfg.image_size) > native:
+        log.warning(
+            "%s images are %d px; data.image_size=%d resizes them up, which adds no detail and costs time "
+            "(data.image_size=%d is their own size)",
+            cfg.name,
+            native,
+            cfg.image_size,
+            native,
+        )
     images = resize_uint8(images.contiguous(), int(cfg.image_size))
     labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
     if len(labels) != len(images):

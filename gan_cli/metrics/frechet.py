@@ -37,11 +37,14 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
+KID_SUBSET_SIZE = 1000  # images per side in each of KID's random subsets
+
+
 def kernel_inception_distance(
     feats1: np.ndarray,
     feats2: np.ndarray,
     num_subsets: int = 100,
-    subset_size: int = 1000,
+    subset_size: int = KID_SUBSET_SIZE,
     seed: int = 0,
 ) -> tuple[float, float]:
     """Unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3 (Bińkowski et al. 2018),
