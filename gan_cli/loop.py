@@ -177,6 +177,7 @@ def fit(run: Run) -> dict[str, Any]:
         raise
     finally:
         stop.uninstall()
+        run.batches.close()  # the loader's workers end with the loop, however it ends
     wall = time.perf_counter() - t_start
     result: dict[str, Any] = {
         **final,
