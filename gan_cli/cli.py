@@ -25,7 +25,7 @@ import gan_cli.augment
 import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema)
-from gan_cli import distributed, resume, run_folder, sweeps
+from gan_cli import distributed, folder_lock, resume, run_folder, sweeps
 from gan_cli.config import resolved
 from gan_cli.errors import GanCliError
 from gan_cli.train import train
@@ -47,9 +47,11 @@ OmegaConf.register_new_resolver("short_name", short_name, replace=True)
 def _remove_if_empty_run(out: Path) -> None:
     """Drop a run directory that holds nothing but Hydra's own files, so a refused run leaves no trace
     (never one that held files before this invocation)."""
-    if not out.is_dir() or run_folder.had_files(out):
+    if not out.is_dir() or run_folder.had_files(out) or folder_lock.held_elsewhere(out):
         return
-    leftovers = [p for p in out.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
+    leftovers = [
+        p for p in out.iterdir() if p.name not in (".hydra", folder_lock.LOCK_FILE) and p.suffix != ".log"
+    ]
     if not leftovers:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -82,6 +84,7 @@ def continue_in(run_dir: Path | None, new_dir: Path) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         shutil.move(str(hydra_files), str(target))
     _move_log_files(new_dir, run_dir)
+    folder_lock.discard(new_dir)
     if new_dir.is_dir():
         try:
             new_dir.rmdir()
@@ -119,14 +122,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     overrides = list(hc.overrides.task)
     now = resolved(cfg)
     point = resume.resolve(cfg.trainer.resume, bool(cfg.trainer.resume_force), search_root(hc), now)
-    if distributed.env_rank() == 0:  # a folder holding another run is never written over
-        resume.refuse_earlier_run(out, point.run_dir if point is not None else None)
     run_dir = out
     if point is not None and point.run_dir is not None:  # a resumed run writes on in its run directory
         run_dir = point.run_dir
-        if distributed.env_rank() == 0:
+    main_rank = distributed.env_rank() == 0
+    with folder_lock.hold(run_dir, take=main_rank):  # the folder it writes, refused while another writes it
+        if main_rank:  # a folder holding another run is never written over
+            resume.refuse_earlier_run(out, point.run_dir if point is not None else None)
             continue_in(run_dir, out)
-    return {**train(cfg, run_dir, resume=point, overrides=overrides), "run_dir": str(run_dir)}
+        return {**train(cfg, run_dir, resume=point, overrides=overrides), "run_dir": str(run_dir)}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://gan_cli.configs", config_name="train")
