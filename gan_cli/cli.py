@@ -57,9 +57,12 @@ def _remove_if_empty_run(out: Path) -> None:
 
 
 def search_root(hc: Any) -> Path:
-    """Where resume=auto looks: the fixed part of Hydra's run-directory pattern (outputs/ by default)."""
-    node = hc.sweep if hc.mode == RunMode.MULTIRUN else hc.run
-    pattern = str(OmegaConf.to_container(node, resolve=False)["dir"])  # type: ignore[index,call-overload]
+    """Where resume=auto looks: the fixed part of Hydra's run-directory pattern (outputs/ by default); in a
+    sweep, the job's own folder, so that jobs differing only in keys a resume may change (trainer.steps)
+    never continue one another, while a job run again in its folder (a requeued one) continues itself."""
+    if hc.mode == RunMode.MULTIRUN:
+        return Path(hc.runtime.output_dir)
+    pattern = str(OmegaConf.to_container(hc.run, resolve=False)["dir"])  # type: ignore[index,call-overload]
     fixed = pattern.split("${", 1)[0]
     if fixed == pattern:
         return Path(pattern).expanduser().absolute()
