@@ -25,7 +25,7 @@ import gan_cli.augment
 import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema)
-from gan_cli import distributed, folder_lock, resume, run_folder, sweeps
+from gan_cli import distributed, folder_lock, launcher, resume, run_folder, sweeps
 from gan_cli.config import resolved
 from gan_cli.errors import GanCliError
 from gan_cli.train import train
@@ -167,6 +167,7 @@ def _hydra_train(cfg: DictConfig) -> float | None:
 
 def train_main() -> None:
     sys.argv += distributed.worker_overrides(sys.argv[1:])
+    launcher.register()  # hydra/launcher=parallel
     _hydra_train()
     if sweeps.failed_runs:
         sys.exit(1)
