@@ -26,7 +26,7 @@ import gan_cli.datasets
 import gan_cli.help
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema; --help's resolvers)
-from gan_cli import distributed, resume, run_folder, sweeps
+from gan_cli import distributed, folder_lock, launcher, resume, run_folder, sweeps
 from gan_cli.config import resolved
 from gan_cli.device import usable_cores
 from gan_cli.errors import GanCliError
@@ -49,17 +49,22 @@ OmegaConf.register_new_resolver("short_name", short_name, replace=True)
 def _remove_if_empty_run(out: Path) -> None:
     """Drop a run directory that holds nothing but Hydra's own files, so a refused run leaves no trace
     (never one that held files before this invocation)."""
-    if not out.is_dir() or run_folder.had_files(out):
+    if not out.is_dir() or run_folder.had_files(out) or folder_lock.held_elsewhere(out):
         return
-    leftovers = [p for p in out.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
+    leftovers = [
+        p for p in out.iterdir() if p.name not in (".hydra", folder_lock.LOCK_FILE) and p.suffix != ".log"
+    ]
     if not leftovers:
         shutil.rmtree(out, ignore_errors=True)
 
 
 def search_root(hc: Any) -> Path:
-    """Where resume=auto looks: the fixed part of Hydra's run-directory pattern (outputs/ by default)."""
-    node = hc.sweep if hc.mode == RunMode.MULTIRUN else hc.run
-    pattern = str(OmegaConf.to_container(node, resolve=False)["dir"])  # type: ignore[index,call-overload]
+    """Where resume=auto looks: the fixed part of Hydra's run-directory pattern (outputs/ by default); in a
+    sweep, the job's own folder, so that jobs differing only in keys a resume may change (trainer.steps)
+    never continue one another, while a job run again in its folder (a requeued one) continues itself."""
+    if hc.mode == RunMode.MULTIRUN:
+        return Path(hc.runtime.output_dir)
+    pattern = str(OmegaConf.to_container(hc.run, resolve=False)["dir"])  # type: ignore[index,call-overload]
     fixed = pattern.split("${", 1)[0]
     if fixed == pattern:
         return Path(pattern).expanduser().absolute()
@@ -84,6 +89,7 @@ def continue_in(run_dir: Path | None, new_dir: Path) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         shutil.move(str(hydra_files), str(target))
     _move_log_files(new_dir, run_dir)
+    folder_lock.discard(new_dir)
     if new_dir.is_dir():
         try:
             new_dir.rmdir()
@@ -130,15 +136,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     overrides = [str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)]  # type: ignore[union-attr]
     now = resolved(cfg)
     point = resume.resolve(cfg.trainer.resume, bool(cfg.trainer.resume_force), search_root(hc), now)
-    if distributed.env_rank() == 0:  # a folder holding another run is never written over
-        resume.refuse_earlier_run(out, point.run_dir if point is not None else None)
     run_dir = out
     if point is not None and point.run_dir is not None:  # a resumed run writes on in its run directory
         run_dir = point.run_dir
-        if distributed.env_rank() == 0:
+    main_rank = distributed.env_rank() == 0
+    with folder_lock.hold(run_dir, take=main_rank):  # the folder it writes, refused while another writes it
+        if main_rank:  # a folder holding another run is never written over
+            resume.refuse_earlier_run(out, point.run_dir if point is not None else None)
             continue_in(run_dir, out)
-    result = train(cfg, run_dir, resume=point, overrides=overrides, jobs_at_once=jobs_at_once(hc))
-    return {**result, "run_dir": str(run_dir)}
+        result = train(cfg, run_dir, resume=point, overrides=overrides, jobs_at_once=jobs_at_once(hc))
+        return {**result, "run_dir": str(run_dir)}
 
 
 _started = False  # a job began: an exit status of 1 from Hydra before that means a refused command line
@@ -181,6 +188,7 @@ def _hydra_train(cfg: DictConfig) -> float | None:
 
 def train_main() -> None:
     sys.argv += distributed.worker_overrides(sys.argv[1:])
+    launcher.register()  # hydra/launcher=parallel
     try:
         _hydra_train()
     except SystemExit as done:

@@ -244,6 +244,11 @@ def epoch_limit(trainer: DictConfig) -> float | None:
     return None if trainer.epochs is None else float(trainer.epochs)
 
 
+# D updates in one step: a step is where a stop signal is seen and what a checkpoint holds whole, so it
+# must stay short (recipes use 1 to 5; WGAN's 100-update bursts fit too).
+MAX_N_CRITIC = 1000
+
+
 def _positive(value: float | None, key: str, *, allow_none: bool = False, allow_zero: bool = False) -> None:
     if value is None:
         if allow_none:
@@ -343,9 +348,10 @@ def validate(cfg: DictConfig) -> Choices:
         _positive(cfg.loss[key], f"loss.{key}", allow_zero=True)
     if cfg.loss.reg_every < 1:
         raise ConfigError(f"loss.reg_every={cfg.loss.reg_every} is not valid; it must be >= 1 (D steps)")
-    if cfg.loss.n_critic < 1:
+    if not 1 <= cfg.loss.n_critic <= MAX_N_CRITIC:
         raise ConfigError(
-            f"loss.n_critic={cfg.loss.n_critic} is not valid; it must be >= 1 (D steps per G step)"
+            f"loss.n_critic={cfg.loss.n_critic} is not valid; it must be >= 1 and <= {MAX_N_CRITIC} "
+            "(D steps per G step)"
         )
     _positive(lg.print_every_s, "logger.print_every_s", allow_zero=True)
     _validate_sizes(cfg)

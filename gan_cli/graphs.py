@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -27,7 +27,7 @@ from gan_cli.errors import ConfigError, GanCliError
 log = logging.getLogger("gan_cli")
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images or points, labels)
-StepFn = Callable[[list[Batch]], torch.Tensor]
+StepFn = Callable[[Iterable[Batch]], torch.Tensor]  # takes one batch per D update, in order
 
 WARMUP_STEPS = 3  # eager steps before capture: optimizer state, cuDNN autotuning and lazy inits happen here
 
@@ -156,9 +156,10 @@ class GraphedStep:
             return "graph"
         return "warm-up" if self.calls < self.warmup else "eager-buffers"
 
-    def __call__(self, batches: list[Batch]) -> torch.Tensor:
+    def __call__(self, batches: Iterable[Batch]) -> torch.Tensor:
         if self.eager:
             return self.step_fn(batches)
+        batches = list(batches)  # the static buffers hold every D update's batch at once
         if not self._load(batches):
             return self.step_fn(batches)
         self.calls += 1

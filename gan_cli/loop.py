@@ -12,6 +12,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -70,12 +71,13 @@ def every(step: int, n: int) -> bool:
     return bool(n) and step % n == 0
 
 
-def draw(run: Run) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The real batches of one step (one per D update)."""
-    reals = [run.batches.next() for _ in range(run.train_step.batches_per_step)]
-    if run.channels_last:
-        reals = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in reals]
-    return reals
+def draw(run: Run) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The real batches of one step (one per D update), each drawn when its update asks for it, so a
+    step with many D updates holds one batch at a time (the CUDA-graph step copies them all into its
+    buffers). The order, and so every number of a seeded run, is the same as drawing them up front."""
+    for _ in range(run.train_step.batches_per_step):
+        x, y = run.batches.next()
+        yield (x.contiguous(memory_format=torch.channels_last) if run.channels_last else x), y
 
 
 def sample(run: Run, at: int) -> None:
@@ -200,6 +202,7 @@ def fit(run: Run) -> dict[str, Any]:
         raise
     finally:
         stop.uninstall()
+        run.batches.close()  # the loader's workers end with the loop, however it ends
     wall = time.perf_counter() - t_start
     result: dict[str, Any] = {
         **final,

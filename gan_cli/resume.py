@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -250,7 +251,26 @@ def resolve(spec: str | None, force: bool, root: Path, now: dict[str, Any]) -> R
     return ResumePoint(path, state, run_dir_of(path.absolute()))
 
 
+def hydra_value(path: str) -> str:
+    """`path` as a value Hydra's override parser reads back unchanged: quoted when it holds characters
+    such as `=`, `,` or `|` (a sweep job's folder name has them)."""
+    if "/" in path and re.fullmatch(r"[\w./@%+:-]+", path):
+        return path
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", path)  # backslashes before a quote double
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text) + "'"
+
+
+def shell_word(word: str) -> str:
+    """`word` quoted for a POSIX shell, in double quotes when that reads better and means the same."""
+    quoted = shlex.quote(word)
+    if quoted != word and "'" in word and not re.search(r'["$`\\!]', word):
+        return f'"{word}"'
+    return quoted
+
+
 def resume_command(run_dir: Path, overrides: list[str]) -> str:
-    """The command that continues this run: the same overrides plus trainer.resume=RUN."""
+    """The command that continues this run, to paste into a shell: the same overrides (as Hydra wrote
+    them, so they parse again) plus trainer.resume=RUN."""
     kept = [o for o in overrides if not o.startswith("trainer.resume=")]
-    return shlex.join(["gan-train", *kept, f"trainer.resume={run_dir}"])
+    words = ["gan-train", *kept, f"trainer.resume={hydra_value(str(run_dir))}"]
+    return " ".join(shell_word(w) for w in words)

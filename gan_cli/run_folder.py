@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from gan_cli import distributed, resume
+from gan_cli import distributed, folder_lock, resume
 from gan_cli.config import resolved
 from gan_cli.errors import GanCliError
 
@@ -44,7 +44,7 @@ class KeepEarlierRuns(Callback):
             return
         if folder.is_dir() and any(folder.iterdir()):
             _had_files.add(str(folder))
-        if not resume.holds_run(folder):
+        if not resume.holds_run(folder) or folder_lock.held_elsewhere(folder):  # a live run: the lock's turn
             return
         try:
             continues = self._continues(config)

@@ -9,7 +9,7 @@ come from the objectives' own dicts, in `TrainStep.names`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,8 +228,9 @@ class TrainStep:
             terms = self.penalty_terms(self._real, self._fake.detach(), self._y, self.penalties.every)
         return sum(terms.values()), {f"loss/{k}": v.detach().float() for k, v in terms.items()}  # type: ignore[return-value]
 
-    def __call__(self, batches: list[Batch]) -> torch.Tensor:
-        """Run every phase on `batches` (one per D repeat); the last repeat's statistics are kept."""
+    def __call__(self, batches: Iterable[Batch]) -> torch.Tensor:
+        """Run every phase on `batches` (one per D repeat, taken as each update starts); the last
+        repeat's statistics are kept."""
         stats: Stats = {}
         todo = iter(batches)
         for phase in self.phases:

@@ -116,6 +116,14 @@ def _ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def worker_message(err: DataError) -> str:
+    """The message a DataError had in the loader worker that raised it (the main process gets it
+    inside the worker's traceback)."""
+    text = str(err)
+    marker = f"{DataError.__module__}.{DataError.__qualname__}: "
+    return text.rpartition(marker)[2].strip() if marker in text else text
+
+
 class _OffsetSampler(Sampler[int]):
     def __init__(self, order: torch.Tensor) -> None:
         self.order = order
@@ -169,8 +177,18 @@ class Batches:
         return {"epoch": self.epoch, "index": self.index}
 
     def seek(self, epoch: int, index: int) -> None:
+        self.close()
         self.epoch, self.index = epoch, index
-        self._order, self._loader_iter = None, None
+
+    def close(self) -> None:
+        """Stop the loader's workers now (the next batch starts them again at the same place).
+
+        Left to the garbage collector, an iterator that an exception's traceback still holds outlives
+        the run, and at exit the workers, which ignore SIGTERM, are waited for forever."""
+        loader_iter, self._order, self._loader_iter = self._loader_iter, None, None
+        shutdown = getattr(loader_iter, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
     @property
     def epochs_done(self) -> float:
@@ -204,8 +222,8 @@ class Batches:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.index >= self.per_epoch:
+            self.close()
             self.epoch, self.index = self.epoch + 1, 0
-            self._order, self._loader_iter = None, None
         if self._order is None:
             self._start_epoch()
         assert self._order is not None
@@ -213,7 +231,14 @@ class Batches:
             idx = self._order[self.index * self.local_batch : (self.index + 1) * self.local_batch]
             x, y = self._images[idx], self._labels[idx]
         else:
-            x, y = next(self._loader_iter)
+            try:
+                x, y = next(self._loader_iter)
+            except DataError as err:  # raised in a worker: the message holds the worker's traceback
+                self.close()
+                raise DataError(worker_message(err)) from None
+            except BaseException:
+                self.close()
+                raise
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
         self.index += 1
