@@ -58,19 +58,6 @@ def _remove_if_empty_run(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def search_root(hc: Any) -> Path:
-    """Where resume=auto looks: the fixed part of Hydra's run-directory pattern (outputs/ by default); in a
-    sweep, the job's own folder, so that jobs differing only in keys a resume may change (trainer.steps)
-    never continue one another, while a job run again in its folder (a requeued one) continues itself."""
-    if hc.mode == RunMode.MULTIRUN:
-        return Path(hc.runtime.output_dir)
-    pattern = str(OmegaConf.to_container(hc.run, resolve=False)["dir"])  # type: ignore[index,call-overload]
-    fixed = pattern.split("${", 1)[0]
-    if fixed == pattern:
-        return Path(pattern).expanduser().absolute()
-    return Path(fixed.rsplit("/", 1)[0] if "/" in fixed else ".").expanduser().absolute()
-
-
 def continue_in(run_dir: Path | None, new_dir: Path) -> Path:
     """Fold Hydra's fresh `new_dir` into `run_dir`, where the resumed run writes, and remove it.
 
@@ -135,7 +122,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = Path(hc.runtime.output_dir)
     overrides = [str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)]  # type: ignore[union-attr]
     now = resolved(cfg)
-    point = resume.resolve(cfg.trainer.resume, bool(cfg.trainer.resume_force), search_root(hc), now)
+    point = resume.resolve(
+        cfg.trainer.resume, bool(cfg.trainer.resume_force), run_folder.search_root(hc), now
+    )
     run_dir = out
     if point is not None and point.run_dir is not None:  # a resumed run writes on in its run directory
         run_dir = point.run_dir

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gan_cli import distributed, folder_lock, resume
@@ -30,6 +31,19 @@ _had_files: set[str] = set()  # run folders that held files before this invocati
 def had_files(folder: Path) -> bool:
     """Whether `folder` held files before Hydra made it this run's folder."""
     return os.path.abspath(folder) in _had_files
+
+
+def search_root(hc: Any) -> Path:
+    """Where resume=auto looks: the fixed part of Hydra's run-directory pattern (outputs/ by default); in a
+    sweep, the job's own folder, so that jobs differing only in keys a resume may change (trainer.steps)
+    never continue one another, while a job run again in its folder (a requeued one) continues itself."""
+    if hc.mode == RunMode.MULTIRUN:
+        return Path(hc.runtime.output_dir)
+    pattern = str(OmegaConf.to_container(hc.run, resolve=False)["dir"])  # type: ignore[index,call-overload]
+    fixed = pattern.split("${", 1)[0]
+    if fixed == pattern:
+        return Path(pattern).expanduser().absolute()
+    return Path(fixed.rsplit("/", 1)[0] if "/" in fixed else ".").expanduser().absolute()
 
 
 class KeepEarlierRuns(Callback):
@@ -59,7 +73,6 @@ class KeepEarlierRuns(Callback):
     @staticmethod
     def _continues(config: DictConfig) -> Path | None:
         """The run directory this invocation's `trainer.resume` continues (None: a fresh run)."""
-        from gan_cli.cli import search_root
 
         task = copy.deepcopy(config)
         with read_write(task), open_dict(task):
