@@ -55,7 +55,7 @@ def test_two_processes_match_one(tmp_path: Path, mnist_root: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "one"]
     ddp = tmp_path / "ddp"
     assert sorted(p.name for p in ddp.iterdir()) == sorted(
-        [".hydra", "checkpoints", "metrics.jsonl", "samples", "status.json", "tb", "train.log"]
+        [".hydra", ".lock", "checkpoints", "metrics.jsonl", "samples", "status.json", "tb", "train.log"]
     )
     assert len(list((ddp / "tb").iterdir())) == 1
     assert "process 0 of 2" in (ddp / "train.log").read_text()
