@@ -22,10 +22,10 @@ test: install  ## lint, type-check and run every test
 	$(BIN)/ruff check gan_cli tests bench
 	$(BIN)/ruff format --check gan_cli tests bench
 	$(BIN)/mypy gan_cli
-	$(BIN)/pytest -q $(ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 $(ARGS)
 
 test-fast: install  ## the tests not marked slow
-	$(BIN)/pytest -q -m "not slow" $(ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 -m "not slow" $(ARGS)
 
 lint: install  ## ruff lint and format check
 	$(BIN)/ruff check gan_cli tests bench

@@ -96,7 +96,10 @@ def test_the_default_epochs_apply_only_without_any_limit() -> None:
         ("+data.colour=1", "data.colour is not a setting; the settings of data: name, root, download"),
         ("+loss.n_crit=2", "did you mean loss.n_critic?"),
         ("+logger.tb.dir=x", "logger.tb is not a setting"),
-        ("+foo=1", "foo is not a setting; the settings of the top level: data, model, loss, augment, optimizer"),
+        (
+            "+foo=1",
+            "foo is not a setting; the settings of the top level: data, model, loss, augment, optimizer",
+        ),
     ],
 )
 def test_keys_outside_the_schema_are_refused_even_with_plus(override: str, message: str) -> None:

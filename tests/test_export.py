@@ -14,6 +14,8 @@ import torch
 from gan_cli.checkpoint import load_generator
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # runs in make test; make test-fast leaves it out
+
 BATCHES = (1, 5)
 
 # Plain Python: torch alone, with gan_cli made unimportable, loads the file and runs it.

@@ -22,6 +22,8 @@ import torch
 from tests.conftest import script
 from tests.runs import records
 
+pytestmark = pytest.mark.slow  # runs in make test; make test-fast leaves it out
+
 GOLDEN = Path(__file__).with_name("golden")
 RECORD = os.environ.get("GAN_CLI_RECORD_GOLDEN") == "1"
 STEPS = 200

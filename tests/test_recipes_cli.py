@@ -15,6 +15,8 @@ from gan_cli.run import build_run
 from tests.conftest import run_cli
 from tests.runs import load, records, same_weights
 
+pytestmark = pytest.mark.slow  # runs in make test; make test-fast leaves it out
+
 TINY = ["debug=tiny", "data.download=false", "trainer.precision=32", "logger.log_every=1"]
 
 

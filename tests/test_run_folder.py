@@ -13,6 +13,8 @@ from gan_cli.errors import ConfigError
 from tests.conftest import run_cli
 from tests.runs import GAUSS, load, records
 
+pytestmark = pytest.mark.slow  # runs in make test; make test-fast leaves it out
+
 ARGS = [*GAUSS, "trainer.checkpoint_every=2", "hydra.run.dir=run"]
 
 

@@ -15,6 +15,8 @@ from gan_cli.logger import CsvLogger
 from tests.conftest import run_cli
 from tests.runs import make_cfg, records, train
 
+pytestmark = pytest.mark.slow  # runs in make test; make test-fast leaves it out
+
 TINY = ["debug=tiny", "model=mlp", "data.download=false"]
 
 
