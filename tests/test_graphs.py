@@ -28,21 +28,21 @@ def compose_cfg(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
-def make_step(cfg, data: Data, channels_last: bool) -> TrainStep:
+def make_step(cfg, data: Data, channels_last: bool, device: torch.device = CPU) -> TrainStep:
     seed_everything(0)
     G, D = build_models(cfg.model, data)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    G.to(memory_format=fmt)
-    D.to(memory_format=fmt)
-    fused = use_fused(validate(cfg).fused, CPU)
+    G.to(device=device, memory_format=fmt)
+    D.to(device=device, memory_format=fmt)
+    fused = use_fused(validate(cfg).fused, device)
     nets = Nets(
         G=G,
         D=D,
         loss=build_loss(cfg.loss),
         opt_g=build_optimizer(cfg.optimizer.g, G.parameters(), fused, "optimizer.g"),
         opt_d=build_optimizer(cfg.optimizer.d, D.parameters(), fused, "optimizer.d"),
-        scaler=torch.amp.GradScaler("cpu", enabled=False),
-        device=CPU,
+        scaler=torch.amp.GradScaler(device.type, enabled=False),
+        device=device,
         amp_dtype=None,
         z_dim=int(cfg.model.z_dim),
     )
@@ -204,23 +204,8 @@ def test_graphed_step_matches_eager_on_cuda() -> None:
     data = Data(kind="image", shape=(1, 16, 16), num_classes=10)
     runs = []
     for graphed in (False, True):
-        torch.manual_seed(0)
-        G, D = build_models(cfg.model, data)
-        G.to(cuda)
-        D.to(cuda)
-        nets = Nets(
-            G=G,
-            D=D,
-            loss=build_loss(cfg.loss),
-            opt_g=build_optimizer(cfg.optimizer.g, G.parameters(), True, "optimizer.g"),
-            opt_d=build_optimizer(cfg.optimizer.d, D.parameters(), True, "optimizer.d"),
-            scaler=torch.amp.GradScaler("cuda", enabled=False),
-            device=cuda,
-            amp_dtype=None,
-            z_dim=int(cfg.model.z_dim),
-        )
-        step = TrainStep(nets, 1)
-        fn = GraphedStep(step, [nets.opt_d, nets.opt_g], cuda) if graphed else step
+        step = make_step(cfg, data, False, cuda)
+        fn = GraphedStep(step, [step.nets.opt_d, step.nets.opt_g], cuda) if graphed else step
         batches = [[(x.to(cuda), y.to(cuda)) for x, y in b] for b in random_batches(8, 1, (1, 16, 16))]
         torch.cuda.manual_seed(1)
         runs.append(torch.stack([fn(b) for b in batches]).cpu())
