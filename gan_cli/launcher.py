@@ -36,13 +36,17 @@ _compose = threading.Lock()  # Hydra's config loading is not made for threads: o
 
 
 def register() -> None:
-    """Make the launcher known to Hydra before a sweep starts: an editable install puts
+    """Make gan_cli's launcher and sweepers known to Hydra before a sweep starts: an editable install puts
     hydra_plugins.gan_cli_launcher behind an import hook that Hydra's plugin scan does not walk."""
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.gan_cli_launcher import ProcessJoblibLauncher
+    from hydra_plugins.gan_cli_launcher import ProcessJoblibLauncher, ResumableBasicSweeper
+    from hydra_plugins.gan_cli_launcher import optuna_sweeper
 
     Plugins.instance().register(ProcessJoblibLauncher)
+    Plugins.instance().register(ResumableBasicSweeper)
+    if optuna_sweeper.AVAILABLE:
+        Plugins.instance().register(optuna_sweeper.ResumableOptunaSweeper)
 
 
 def _run_child(payload: bytes, results: Connection) -> None:

@@ -1,0 +1,34 @@
+"""gan_cli's Optuna sweeper (a module of its own: Optuna is an optional extra)."""
+
+import importlib.util
+from pathlib import Path
+
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+AVAILABLE = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+
+
+if AVAILABLE:
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+    class ResumableOptunaSweeper(OptunaSweeper):
+        """Hydra's Optuna sweeper; a study kept in `storage` goes on where it stopped, and the trials that
+        finished count towards n_trials (gan_cli.sweep_resume)."""
+
+        def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+            from gan_cli.sweep_resume import SkipFinished
+
+            super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+            self.sweeper.launcher = SkipFinished(self.sweeper.launcher, config, hydra_context)
+
+        def sweep(self, arguments: list[str]) -> None:
+            from gan_cli.sweep_resume import continue_study
+
+            impl = self.sweeper
+            if impl.storage:
+                Path(str(impl.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+                done, first = continue_study(str(impl.storage), str(impl.study_name))
+                impl.n_trials = max(0, impl.n_trials - done)
+                impl.job_idx = first
+            return impl.sweep(arguments)
