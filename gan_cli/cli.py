@@ -26,7 +26,7 @@ import gan_cli.datasets
 import gan_cli.help
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registers every model, loss and data set with its schema; --help's resolvers)
-from gan_cli import distributed, folder_lock, launcher, resume, run_folder, sweeps
+from gan_cli import distributed, folder_lock, launcher, resume, run_folder, sweep_resume, sweeps
 from gan_cli.config import resolved
 from gan_cli.device import usable_cores
 from gan_cli.errors import GanCliError
@@ -131,7 +131,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     main_rank = distributed.env_rank() == 0
     with folder_lock.hold(run_dir, take=main_rank):  # the folder it writes, refused while another writes it
         if main_rank:  # a folder holding another run is never written over
-            resume.refuse_earlier_run(out, point.run_dir if point is not None else None)
+            continues = point.run_dir if point is not None else None
+            if continues is None and hc.mode == RunMode.MULTIRUN and str(cfg.trainer.resume) == "auto":
+                continues = sweep_resume.start_over(out)  # this job, stopped before its first checkpoint
+            resume.refuse_earlier_run(out, continues)
             continue_in(run_dir, out)
         result = train(cfg, run_dir, resume=point, overrides=overrides, jobs_at_once=jobs_at_once(hc))
         return {**result, "run_dir": str(run_dir)}
@@ -147,6 +150,11 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     out = Path(HydraConfig.get().runtime.output_dir)
     main_rank = distributed.env_rank() == 0
     t_start = time.perf_counter()
+    if main_rank and sweeps.in_multirun() and str(cfg.trainer.resume) == "auto":
+        record = sweep_resume.finished_record(out)
+        if record is not None:  # a sweep run again: this job finished earlier
+            log.info("this job finished earlier (%s): nothing to do", out / sweeps.STATUS_FILE)
+            return sweep_resume.recorded_objective(record)
     try:
         result = run(cfg)
     except KeyboardInterrupt:  # Ctrl-C before training started (then it stops the run cleanly)

@@ -36,17 +36,29 @@ _compose = threading.Lock()  # Hydra's config loading is not made for threads: o
 
 
 def register() -> None:
-    """Make gan_cli's launcher and sweepers known to Hydra before a sweep starts: an editable install puts
-    hydra_plugins.gan_cli_launcher behind an import hook that Hydra's plugin scan does not walk."""
+    """Make gan_cli's launcher and sweepers known to Hydra before a sweep starts (an editable install puts
+    hydra_plugins.gan_cli_launcher behind an import hook that Hydra's plugin scan does not walk), and
+    store the sweepers' configs as hydra/sweeper=basic and =optuna, so that every sweep can resume. The
+    scan comes first: it reloads Hydra's plugin modules (which store their own configs again)."""
+    from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.gan_cli_launcher import ProcessJoblibLauncher, ResumableBasicSweeper
-    from hydra_plugins.gan_cli_launcher import optuna_sweeper
+    plugins = Plugins.instance()
+    from hydra_plugins.gan_cli_launcher import (
+        ProcessJoblibLauncher,
+        ResumableBasicSweeper,
+        ResumableBasicSweeperConf,
+        optuna_sweeper,
+    )
 
-    Plugins.instance().register(ProcessJoblibLauncher)
-    Plugins.instance().register(ResumableBasicSweeper)
+    store = ConfigStore.instance()
+    plugins.register(ProcessJoblibLauncher)
+    plugins.register(ResumableBasicSweeper)
+    store.store(group="hydra/sweeper", name="basic", node=ResumableBasicSweeperConf, provider="gan_cli")
     if optuna_sweeper.AVAILABLE:
-        Plugins.instance().register(optuna_sweeper.ResumableOptunaSweeper)
+        plugins.register(optuna_sweeper.ResumableOptunaSweeper)
+        conf = optuna_sweeper.ResumableOptunaSweeperConf
+        store.store(group="hydra/sweeper", name="optuna", node=conf, provider="gan_cli")
 
 
 def _run_child(payload: bytes, results: Connection) -> None:

@@ -31,7 +31,7 @@ def job_overrides(config: DictConfig, loader: Any) -> tuple[list[list[str]], boo
     task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # `${...}` stays as typed
     arguments = [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]  # type: ignore[union-attr]
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
-    if str(OmegaConf.select(config, "hydra.sweeper._target_")).endswith(".BasicSweeper"):
+    if str(OmegaConf.select(config, "hydra.sweeper._target_")).endswith("BasicSweeper"):
         return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch], True
     return [[o.input_line for o in parsed if not o.is_sweep_override() and o.input_line]], False
 

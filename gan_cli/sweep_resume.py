@@ -17,23 +17,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan_cli.sweeps import STATUS_FILE
+from gan_cli import folder_lock, resume
+from gan_cli.sweeps import CONTINUE_KEYS, STATUS_FILE
 
 log = logging.getLogger("gan_cli")
 
-# overrides that say how to continue, not what the job is: a re-run may add or change them
-_HOW_TO_CONTINUE = ("trainer.resume=", "trainer.resume_force=", "+trainer.resume=", "+trainer.resume_force=")
-
 
 def _same_job(overrides: Sequence[str]) -> list[str]:
-    return sorted(o for o in overrides if not o.startswith(_HOW_TO_CONTINUE))
+    return sorted(o for o in overrides if o.partition("=")[0].lstrip("+~") not in CONTINUE_KEYS)
 
 
 def finished_record(folder: Path, overrides: Sequence[str] | None = None) -> dict[str, Any] | None:
@@ -54,12 +55,30 @@ def finished_record(folder: Path, overrides: Sequence[str] | None = None) -> dic
     return record
 
 
+def start_over(folder: Path) -> Path | None:
+    """A sweep job run again whose folder holds records but no checkpoint (stopped before its first
+    one): set the records aside in folder/interrupted/TIME/ and return `folder`, which the job then
+    writes afresh; None when the folder holds no records."""
+    if not resume.holds_run(folder):
+        return None
+    aside = folder / "interrupted" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    aside.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():
+        if entry.name in (".hydra", "interrupted", folder_lock.LOCK_FILE) or entry.suffix == ".log":
+            continue
+        shutil.move(str(entry), str(aside / entry.name))
+    log.warning(
+        "%s held no checkpoint to continue: the job starts again; earlier records in %s", folder, aside
+    )
+    return folder
+
+
 def recorded_objective(record: dict[str, Any]) -> float | None:
     value = record.get("objective")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-class SkipFinished:
+class SkipFinished(Launcher):
     """A launcher around another: the jobs of a resumed sweep that finished earlier are answered from
     their status.json and never launched; the others go to the wrapped launcher under their own job
     numbers (so each lands in its own folder)."""
@@ -72,6 +91,9 @@ class SkipFinished:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self.inner.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
     def _finished(self, overrides: Sequence[str], number: int) -> JobReturn | None:
         job = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(job):
@@ -83,7 +105,7 @@ class SkipFinished:
         record = finished_record(folder, overrides)
         if record is None:
             return None
-        log.info("job #%d (%s) finished earlier: skipped, %s kept as it is", number, " ".join(overrides), folder)
+        log.info("job #%d finished earlier: skipped, %s left as it is", number, os.path.abspath(folder))
         task = job.copy()
         with open_dict(task):
             del task["hydra"]

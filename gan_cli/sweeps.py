@@ -26,6 +26,9 @@ log = logging.getLogger("gan_cli")
 STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.md"
 
+# keys that say how a job continues, not what it is: a sweep run again may add them (trainer.resume=auto)
+CONTINUE_KEYS = ("trainer.resume", "trainer.resume_force")
+
 failed_runs: list[str] = []  # filled by SweepSummary: the CLI exits 1 when it is not empty
 
 

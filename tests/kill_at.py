@@ -1,6 +1,6 @@
 """Run gan-train in this process and SIGKILL it at a chosen moment (used by the crash tests).
 
-KILL_AT=log:K      right after the scalars of step K are written
+KILL_AT=log:K      right after the scalars of step K are written (KILL_JOB=N: in sweep job N only)
 KILL_AT=write:N    halfway through writing the Nth checkpoint's temporary file
 KILL_AT=replace:N  after the Nth checkpoint's temporary file is complete, before it is renamed
 """
@@ -18,6 +18,15 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def this_job() -> bool:
+    """Whether the running job is the one KILL_JOB names (any job when it is not set)."""
+    if "KILL_JOB" not in os.environ:
+        return True
+    from hydra.core.hydra_config import HydraConfig
+
+    return int(HydraConfig.get().job.num) == int(os.environ["KILL_JOB"])
+
+
 def main() -> None:
     kind, _, n_text = os.environ["KILL_AT"].partition(":")
     n = int(n_text)
@@ -28,7 +37,7 @@ def main() -> None:
 
         def log_then_die(self: Any, step: int, values: dict[str, float], epoch: float | None = None) -> None:
             scalars(self, step, values, epoch)
-            if step == n:
+            if step == n and this_job():
                 die()
 
         logger.JsonlLogger.scalars = log_then_die  # type: ignore[method-assign]
