@@ -49,7 +49,14 @@ def train(
     torch.set_num_threads(threads)
     log.info("CPU threads: %d (%s)", threads, why)
     run = build_run(
-        cfg, choices, run_dir, resume=resume, overrides=overrides, loggers=loggers, wrap_step=wrap_step
+        cfg,
+        choices,
+        run_dir,
+        resume=resume,
+        overrides=overrides,
+        loggers=loggers,
+        progress=progress,
+        wrap_step=wrap_step,
     )
     try:
         return fit(run)

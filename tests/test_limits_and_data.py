@@ -123,3 +123,20 @@ def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
         *QUICK, "experiment=gaussians_demo", "trainer.steps=2", "trainer.precision=bf16", cwd=tmp_path
     )
     assert res.returncode == 0, res.stderr
+
+
+def test_train_tells_a_given_progress_object_of_every_step(tmp_path: Path) -> None:
+    from gan_cli.logger import NullLogger
+    from tests.runs import make_cfg
+    from tests.runs import train as train_setup
+
+    class Steps(NullLogger):
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def advance(self, step: int) -> None:
+            self.seen.append(step)
+
+    progress = Steps()
+    result = train_setup(make_cfg(tmp_path, "trainer.steps=5", "trainer.epochs=null"), progress=progress)
+    assert result["step"] == 5 and progress.seen == [1, 2, 3, 4, 5]
