@@ -395,10 +395,10 @@ class ForkServer:
                 raise
             if "error" in reply:
                 raise RuntimeError(reply["error"])
-            stdout, stderr = read_text(out), read_text(err)
-            if reply["timed_out"]:
-                raise subprocess.TimeoutExpired(cmd, timeout, output=stdout, stderr=stderr)  # type: ignore[arg-type]
-            return subprocess.CompletedProcess(cmd, reply["status"], stdout, stderr)
+            stdout, stderr = read_output(out), read_output(err)
+            if reply["timed_out"]:  # what was written so far, as bytes (None: nothing), as subprocess.run
+                raise subprocess.TimeoutExpired(cmd, timeout, output=stdout or None, stderr=stderr or None)
+            return subprocess.CompletedProcess(cmd, reply["status"], as_text(stdout), as_text(stderr))
 
     def reply(self, timeout: float | None) -> dict[str, Any]:
         ready, _, _ = select.select([self.replies], [], [], timeout)
@@ -425,15 +425,21 @@ class ForkServer:
             self.folder = None
 
 
-def read_text(path: str) -> str:
-    """A command's captured output as subprocess.run(text=True) gives it (universal newlines), and the
-    file removed (none: a child that ended before it opened its files)."""
+def read_output(path: str) -> bytes:
+    """What a command wrote to one of its output files, and the file removed (none: a child that
+    ended before it opened its files)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return ""
+        return b""
     os.remove(path)
+    return data
+
+
+def as_text(data: bytes) -> str:
+    """Output as subprocess.run(text=True) gives it: decoded with the locale's encoding, universal
+    newlines."""
     text = data.decode(locale.getpreferredencoding(False))
     return text.replace("\r\n", "\n").replace("\r", "\n")
 

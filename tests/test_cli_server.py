@@ -76,6 +76,7 @@ def test_a_command_past_its_timeout_is_killed(tmp_path: Path) -> None:
     args = ["experiment=gaussians_demo", "trainer.device=cpu", "trainer.steps=100000000", "hydra.run.dir=run"]
     with pytest.raises(subprocess.TimeoutExpired) as err:
         run_cli(*args, "trainer.epochs=null", "logger.sample_every=0", cwd=tmp_path, timeout=2)
-    assert err.value.timeout == 2 and isinstance(err.value.stderr, str)
+    assert err.value.timeout == 2
+    assert err.value.stderr is None or isinstance(err.value.stderr, bytes)  # as subprocess.run gives it
     res = run_cli("--help", cwd=tmp_path, name="gan-sweep-report")  # the next command runs as usual
     assert res.returncode == 0 and "sweep_dir" in res.stdout
