@@ -1,7 +1,25 @@
-"""Shared fixtures: tiny data sets in torchvision's layouts, and a runner for the real console scripts."""
+"""Shared fixtures: tiny data sets in torchvision's layouts, and `run_cli`, which runs a console script.
+
+How `run_cli` launches a command:
+
+- By default, through a fork server (tests/cli_server.py). Each pytest process starts one server
+  process on its first `run_cli`; the server imports torch, torchvision, Hydra and gan_cli's commands
+  once, and for each command forks a child that sets up the working folder, environment, sys.path,
+  standard streams and sys.argv a new interpreter would have, then calls the script's entry point.
+  This saves the two to three seconds of start-up and imports a new interpreter spends before a
+  command does anything.
+- With `run_cli(..., fresh=True)`, as a new process running the installed console script
+  (`subprocess.run`), as a user runs it: for tests about what a new interpreter reads when it loads
+  torch (thread counts) and to keep the script file itself covered end to end.
+- Every command as a new process, as with `fresh=True`, when GAN_CLI_TEST_SUBPROCESS=1 is set.
+
+Tests that signal or kill a command, or time its start-up (tests/test_signals.py, test_kill_resume.py,
+test_run_folders.py...), start a process of their own with subprocess and do not use `run_cli`.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import struct
 import subprocess
@@ -12,7 +30,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.cli_server import ForkServer
+
 BIN = Path(sys.executable).parent
+SERVER = ForkServer()
+atexit.register(SERVER.close)
 
 
 def script(name: str) -> str:
@@ -22,18 +44,39 @@ def script(name: str) -> str:
     return str(path)
 
 
-def run_cli(*args: str, cwd: Path, name: str = "gan-train", timeout: float = 300, env: dict | None = None):
+def pythonpath(*folders: Path) -> str:
+    """PYTHONPATH with these folders first, then this run's own entries (where gan_cli is imported
+    from): for a command that imports a module the test writes."""
+    return os.pathsep.join(
+        [*map(str, folders), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    )
+
+
+def run_cli(
+    *args: str,
+    cwd: Path,
+    name: str = "gan-train",
+    timeout: float = 300,
+    env: dict | None = None,
+    fresh: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Runs console script `name` with `args` in `cwd`, stdin empty, stdout and stderr captured as text;
+    `env` adds to (or replaces) this process's environment. After `timeout` seconds the command is
+    killed and subprocess.TimeoutExpired raised. `fresh=True`: a new process, not a fork (see above)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     full_env.pop("GAN_CLI_DATA", None)
-    return subprocess.run(
-        [script(name), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-        stdin=subprocess.DEVNULL,
-    )
+    cmd = [script(name), *args]
+    if fresh or os.environ.get("GAN_CLI_TEST_SUBPROCESS") == "1":
+        return subprocess.run(
+            cmd,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+        )
+    return SERVER.run(cmd, cwd=cwd, env=full_env, timeout=timeout)
 
 
 # A few steps on the CPU, everything logged: what the end-to-end tests run.

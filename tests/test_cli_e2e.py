@@ -66,7 +66,8 @@ def test_image_folder(tmp_path: Path, folder_root: Path, model: str) -> None:
 
 
 def test_gaussians_scatter(tmp_path: Path) -> None:
-    res = run_cli(*QUICK, "experiment=gaussians_demo", "trainer.steps=4", cwd=tmp_path)
+    """Through the installed script file in a new process, as a user runs it (fresh=True)."""
+    res = run_cli(*QUICK, "experiment=gaussians_demo", "trainer.steps=4", cwd=tmp_path, fresh=True)
     assert res.returncode == 0, res.stderr + res.stdout
     assert_complete_run(tmp_path / "run")
 

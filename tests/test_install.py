@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import site
 import subprocess
 import sys
@@ -25,16 +26,24 @@ def test_wheel_install_runs_from_anywhere(tmp_path: Path) -> None:
     env_dir = tmp_path / "env"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
+    # Its processes get no PYTHONPATH: a checkout on it (the tests may run against one) holds gan_cli and
+    # the gan_cli.egg-info the wheel build leaves, which pip takes for gan-cli installed: the wheel
+    # would be neither installed nor imported.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     # The heavy dependencies (torch, hydra...) come from this environment; the package itself from the wheel.
     purelib = subprocess.run(
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     ).stdout.strip()
     Path(purelib, "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+        check=True,
+        capture_output=True,
+        env=env,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -43,11 +52,12 @@ def test_wheel_install_runs_from_anywhere(tmp_path: Path) -> None:
         cwd=elsewhere,
         capture_output=True,
         text=True,
+        env=env,
     )
     assert str(REPO) not in located.stdout and "site-packages" in located.stdout
     args = ["experiment=gaussians_demo", "trainer.steps=2", "logger.log_every=1", "hydra.run.dir=run"]
     res = subprocess.run(
-        [str(env_dir / "bin" / "gan-train"), *args], cwd=elsewhere, capture_output=True, text=True
+        [str(env_dir / "bin" / "gan-train"), *args], cwd=elsewhere, capture_output=True, text=True, env=env
     )
     assert res.returncode == 0, res.stderr
     assert (elsewhere / "run" / "checkpoints" / "last.pt").is_file()

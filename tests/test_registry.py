@@ -11,7 +11,7 @@ from gan_cli.datasets import DATASETS
 from gan_cli.errors import ConfigError
 from gan_cli.models import MODELS
 from gan_cli.registry import Registry
-from tests.conftest import QUICK, run_cli
+from tests.conftest import QUICK, pythonpath, run_cli
 
 TOY_MODEL = '''
     """A toy model registered from outside the package."""
@@ -58,7 +58,7 @@ def test_toy_model_through_the_cli(tmp_path: Path) -> None:
         "plugins=[toy_gan]",
         f"hydra.searchpath=[file://{tmp_path / 'configs'}]",
         cwd=tmp_path,
-        env={"PYTHONPATH": str(tmp_path)},
+        env={"PYTHONPATH": pythonpath(tmp_path)},
     )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()

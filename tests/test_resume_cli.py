@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,13 @@ pytestmark = pytest.mark.slow  # real processes
 ARGS = [*GAUSS, "trainer.checkpoint_every=3"]
 
 
+def next_second() -> None:
+    """Waits for the clock's next second. Hydra names a run's folder after the second the run starts
+    in (outputs/DATE/HH-MM-SS_...) and gan-train refuses a folder that holds a run; a command can
+    start within the second the one before it started in (run_cli forks it, no interpreter start-up)."""
+    time.sleep(1.01 - time.time() % 1)
+
+
 def run_dirs(cwd: Path) -> list[Path]:
     return sorted(p.parent.parent for p in (cwd / "outputs").glob("*/*/checkpoints/last.pt"))
 
@@ -22,10 +30,12 @@ def test_auto_continues_the_run_with_the_same_config(tmp_path: Path) -> None:
     first = run_cli(*ARGS, "trainer.steps=4", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     (run,) = run_dirs(tmp_path)
+    next_second()
     other = run_cli(*ARGS, "trainer.steps=4", "trainer.seed=7", cwd=tmp_path)  # another config
     assert other.returncode == 0, other.stdout + other.stderr
     assert len(run_dirs(tmp_path)) == 2
 
+    next_second()
     again = run_cli(*ARGS, "trainer.steps=8", "logger.log_every=4", "trainer.resume=auto", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"resumed from {run}/checkpoints/last.pt at step 4" in again.stdout + again.stderr

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import pty
+import shutil
 import struct
 import subprocess
 import termios
@@ -22,15 +23,29 @@ from gan_cli.commands.sample import SampleArgs
 from tests.conftest import QUICK, run_cli, script
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> dict[str, Path]:
-    """A four-step unconditional MLP run and a conditional DCGAN run on the tiny MNIST fixture."""
-    out = {}
-    for name, extra in (("plain", ["model=mlp"]), ("cond", ["model=dcgan", "model.conditional=true"])):
-        cwd = tmp_path_factory.mktemp(name)
-        res = run_cli(*QUICK, *extra, f"data.root={mnist_root}", "data.download=false", cwd=cwd)
-        assert res.returncode == 0, res.stderr
-        out[name] = cwd / "run"
+    """A four-step unconditional MLP run and a conditional DCGAN run on the tiny MNIST fixture, trained
+    once per pytest run: the tests only read them, so pytest-xdist workers share them (the first to
+    take the lock trains them)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # this pytest run's folder, above each worker's own
+    folder = shared / "sample_eval_runs"
+    out = {name: folder / name / "run" for name in ("plain", "cond")}
+    with open(shared / "sample_eval_runs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "trained").is_file():
+            for name, extra in (
+                ("plain", ["model=mlp"]),
+                ("cond", ["model=dcgan", "model.conditional=true"]),
+            ):
+                cwd = folder / name
+                shutil.rmtree(cwd, ignore_errors=True)  # what a failed attempt left
+                cwd.mkdir(parents=True)
+                res = run_cli(*QUICK, *extra, f"data.root={mnist_root}", "data.download=false", cwd=cwd)
+                assert res.returncode == 0, res.stderr
+            (folder / "trained").touch()
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import pythonpath, run_cli
 from tests.runs import GAUSS
 
 KILLER = textwrap.dedent(
@@ -41,7 +41,7 @@ def test_a_job_whose_process_dies_fails_alone(tmp_path: Path) -> None:
         "hydra/launcher=parallel",
         "hydra.launcher.n_jobs=2",
         cwd=tmp_path,
-        env={"PYTHONPATH": str(tmp_path)},
+        env={"PYTHONPATH": pythonpath(tmp_path)},
     )
     out = res.stdout + res.stderr
     assert res.returncode == 1, out

@@ -59,7 +59,8 @@ def test_a_joblib_sweep_counts_its_jobs_at_once(
 
 
 def test_the_chosen_threads_are_logged_and_used(tmp_path: Path) -> None:
-    res = run_cli(*GAUSS, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    # New processes: OpenMP reads OMP_NUM_THREADS when torch loads it, which a forked child cannot redo.
+    res = run_cli(*GAUSS, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, fresh=True)
     assert res.returncode == 0, res.stderr
     assert "CPU threads: 1 (auto: OMP_NUM_THREADS=1)" in res.stderr
     res = run_without_omp(*GAUSS, "hydra.run.dir=again", cwd=tmp_path)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gan_cli.logger import CsvLogger
-from tests.conftest import run_cli
+from tests.conftest import pythonpath, run_cli
 from tests.runs import make_cfg, records, train
 
 pytestmark = pytest.mark.slow  # runs in make test; make test-fast leaves it out
@@ -174,7 +174,7 @@ def test_a_tracker_that_is_not_installed_is_refused_before_training(tmp_path: Pa
         "raise ModuleNotFoundError(\"No module named 'mlflow'\")\n"
     )
     args = [*TINY, f"data.root={mnist_root}", "hydra.run.dir=run", "logger.backends=[tensorboard,mlflow]"]
-    res = run_cli(*args, cwd=tmp_path, env={"PYTHONPATH": str(missing)})
+    res = run_cli(*args, cwd=tmp_path, env={"PYTHONPATH": pythonpath(missing)})
     assert res.returncode == 2
     assert "pip install 'gan-cli[mlflow]'" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "run").exists(), "a refused run must leave no run directory"
