@@ -212,6 +212,7 @@ def test_a_killed_sweep_run_again_skips_finished_jobs_and_continues_the_rest(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Deprecated API features detected")  # Optuna 2 on SQLAlchemy 1.4
 def test_a_killed_optuna_study_goes_on_with_its_trials(tmp_path: Path) -> None:
     args = [
         *FOUR,
