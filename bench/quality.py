@@ -45,10 +45,15 @@ SETUPS = {
 
 
 def measure(
-    fake: torch.Tensor, data_cfg: Any, n_real: int, device: torch.device, fake_set: RealSet | None = None
+    fake: torch.Tensor,
+    data_cfg: Any,
+    n_real: int,
+    device: torch.device,
+    fake_set: RealSet | None = None,
+    metrics: list[str] = METRICS,
 ) -> dict[str, float]:
     ev = Evaluation(fake=fake, real=real_set(data_cfg, "test", n_real), device=device, fake_set=fake_set)
-    return {k.removeprefix("metrics/"): v for k, v in evaluate(METRICS, ev).items()}
+    return {k.removeprefix("metrics/"): v for k, v in evaluate(metrics, ev).items()}
 
 
 def main() -> None:
@@ -62,6 +67,7 @@ def main() -> None:
     parser.add_argument(
         "--overrides", nargs="*", default=[], help="extra gan-train overrides for every setup"
     )
+    parser.add_argument("--metrics", nargs="+", default=METRICS, choices=METRICS, help="what to measure")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench/quality_runs", help="run folders and results.json")
     args = parser.parse_args()
@@ -73,10 +79,10 @@ def main() -> None:
         data_cfg = OmegaConf.create(
             {"name": name, "root": args.data, "download": False, "split": "train", "image_size": 28}
         )
-        if not classifier_path(name, 28).is_file():
+        if "classifier" in args.metrics and not classifier_path(name, 28).is_file():
             train_classifier(name, args.data, 28, device, epochs=DEFAULT_EPOCHS.get(name, 4))
         train_set = real_set(data_cfg, "train", args.n)
-        floor = measure(train_set.images, data_cfg, args.n_real, device, fake_set=train_set)
+        floor = measure(train_set.images, data_cfg, args.n_real, device, train_set, args.metrics)
         rows.append({"data": name, "what": f"real train images (floor), n={args.n}", **floor})
         for setup in args.setups:
             run_dir = out / f"{name}_{setup.split()[0]}"
@@ -99,7 +105,7 @@ def main() -> None:
             minutes = (time.perf_counter() - t0) / 60
             G, run_cfg, _ = load_generator(run_dir, device)
             fake = generate(G, args.n, int(run_cfg.model.z_dim), device, seed=1)
-            scores = measure(fake, data_cfg, args.n_real, device)
+            scores = measure(fake, data_cfg, args.n_real, device, metrics=args.metrics)
             rows.append(
                 {
                     "data": name,
@@ -118,7 +124,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['fid_x_floor']:.1f}×" if "fid_x_floor" in r else "1×"
-        vals = [f"{r[c]:.4g}" for c in cols]
+        vals = [f"{r[c]:.4g}" if c in r else "-" for c in cols]
         print(
             f"| {r['data']} | {r['what']} | {r.get('steps', '')} | {vals[0]} | {ratio} | "
             + " | ".join(vals[1:])
