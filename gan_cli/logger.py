@@ -300,7 +300,7 @@ class ProgressLogger(NullLogger):
 
     def __init__(self, start_step: int, total_steps: int, show: bool, print_every_s: float) -> None:
         self.bar = tqdm(
-            total=total_steps,
+            total=total_steps or None,  # 0: no step limit (epochs or minutes end the run)
             initial=start_step,
             disable=not show,
             unit="step",
@@ -330,9 +330,8 @@ class ProgressLogger(NullLogger):
     def summary(self, step: int, epoch: float, values: Mapping[str, float]) -> None:
         self._last_print = time.monotonic()
         log.info(
-            "step %d/%d epoch %.2f  loss/D %.4f  loss/G %.4f  D/real %.3f  D/fake %.3f  %.0f img/s",
-            step,
-            self.bar.total,
+            "step %s epoch %.2f  loss/D %.4f  loss/G %.4f  D/real %.3f  D/fake %.3f  %.0f img/s",
+            f"{step}/{self.bar.total}" if self.bar.total else step,
             epoch,
             values.get("loss/D", float("nan")),
             values.get("loss/G", float("nan")),

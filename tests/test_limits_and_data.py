@@ -140,3 +140,16 @@ def test_train_tells_a_given_progress_object_of_every_step(tmp_path: Path) -> No
     progress = Steps()
     result = train_setup(make_cfg(tmp_path, "trainer.steps=5", "trainer.epochs=null"), progress=progress)
     assert result["step"] == 5 and progress.seen == [1, 2, 3, 4, 5]
+
+
+def test_the_progress_line_names_a_step_limit_only_when_there_is_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from gan_cli.logger import ProgressLogger
+
+    values = {"loss/D": 1.0, "loss/G": 2.0, "D/real": 0.5, "D/fake": 0.5, "perf/images_per_s": 10.0}
+    with caplog.at_level("INFO", logger="gan_cli"):
+        ProgressLogger(0, 0, False, 0.0).scalars(5, values, 0.1)
+        ProgressLogger(0, 20, False, 0.0).scalars(5, values, 0.1)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split(" epoch")[0] for line in lines] == ["step 5", "step 5/20"]
