@@ -151,10 +151,10 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     main_rank = distributed.env_rank() == 0
     t_start = time.perf_counter()
     if main_rank and sweeps.in_multirun() and str(cfg.trainer.resume) == "auto":
-        record = sweep_resume.finished_record(out)
-        if record is not None:  # a sweep run again: this job finished earlier
+        finished = sweep_resume.finished_run(out)
+        if finished is not None:  # a sweep run again: this job finished earlier
             log.info("this job finished earlier (%s): nothing to do", out / sweeps.STATUS_FILE)
-            return sweep_resume.recorded_objective(record)
+            return sweep_resume.recorded_objective(finished)
     try:
         result = run(cfg)
     except KeyboardInterrupt:  # Ctrl-C before training started (then it stops the run cleanly)

@@ -14,7 +14,7 @@ running back in the queue, so each runs again with its own parameters, in its ow
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import os
 import shutil
@@ -28,31 +28,23 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan_cli import folder_lock, resume
-from gan_cli.sweeps import CONTINUE_KEYS, STATUS_FILE
+from gan_cli.commands.sweep_report import DamagedFile, Run, read_run
+from gan_cli.sweeps import STATUS_FILE, job_identity
 
 log = logging.getLogger("gan_cli")
 
 
-def _same_job(overrides: Sequence[str]) -> list[str]:
-    return sorted(o for o in overrides if o.partition("=")[0].lstrip("+~") not in CONTINUE_KEYS)
-
-
-def finished_record(folder: Path, overrides: Sequence[str] | None = None) -> dict[str, Any] | None:
-    """The status.json of a job that finished in `folder` (with `overrides`, when given), else None."""
+def finished_run(folder: Path, overrides: Sequence[str] | None = None) -> Run | None:
+    """The run that finished in `folder` (status.json "ok"; with `overrides`, when given), else None."""
+    if not (folder / STATUS_FILE).is_file():
+        return None
     try:
-        record = json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        run = read_run(folder)
+    except DamagedFile:  # not known to be this job: it runs
         return None
-    if not isinstance(record, dict) or record.get("status") != "ok":
+    if run.status != "ok" or (overrides is not None and run.overrides != job_identity(overrides)):
         return None
-    if overrides is not None:
-        try:
-            saved = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "overrides.yaml"))
-        except Exception:  # no readable overrides: not known to be this job
-            return None
-        if not isinstance(saved, list) or _same_job([str(o) for o in saved]) != _same_job(overrides):
-            return None
-    return record
+    return run
 
 
 def start_over(folder: Path) -> Path | None:
@@ -73,9 +65,9 @@ def start_over(folder: Path) -> Path | None:
     return folder
 
 
-def recorded_objective(record: dict[str, Any]) -> float | None:
-    value = record.get("objective")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def recorded_objective(run: Run) -> float | None:
+    """The objective the finished run handed its sweeper (None when it had no finite one)."""
+    return run.objective if run.ranked else None
 
 
 class SkipFinished(Launcher):
@@ -102,8 +94,8 @@ class SkipFinished(Launcher):
         if str(OmegaConf.select(job, "trainer.resume")) != "auto":
             return None
         folder = Path(str(job.hydra.sweep.dir)) / str(job.hydra.sweep.subdir)
-        record = finished_record(folder, overrides)
-        if record is None:
+        run = finished_run(folder, overrides)
+        if run is None:
             return None
         log.info("job #%d finished earlier: skipped, %s left as it is", number, os.path.abspath(folder))
         task = job.copy()
@@ -116,7 +108,7 @@ class SkipFinished(Launcher):
             working_dir=os.path.abspath(folder),
             task_name=str(job.hydra.job.name),
             status=JobStatus.COMPLETED,
-            _return_value=recorded_objective(record),
+            _return_value=recorded_objective(run),
         )
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -127,17 +119,13 @@ class SkipFinished(Launcher):
                 if ret is not None:
                     done[i] = ret
         results: list[JobReturn] = []
-        i = 0
-        while i < len(job_overrides):
-            if i in done:
-                results.append(done[i])
-                i += 1
-                continue
-            end = i
-            while end < len(job_overrides) and end not in done:
-                end += 1
-            results.extend(self.inner.launch(job_overrides[i:end], initial_job_idx=initial_job_idx + i))
-            i = end
+        for skipped, group in itertools.groupby(range(len(job_overrides)), key=done.__contains__):
+            numbers = list(group)
+            if skipped:
+                results.extend(done[i] for i in numbers)
+            else:  # a run of jobs to launch, under their own numbers
+                batch = job_overrides[numbers[0] : numbers[-1] + 1]
+                results.extend(self.inner.launch(batch, initial_job_idx=initial_job_idx + numbers[0]))
         return results
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,13 @@ SUMMARY_FILE = "summary.md"
 
 # keys that say how a job continues, not what it is: a sweep run again may add them (trainer.resume=auto)
 CONTINUE_KEYS = ("trainer.resume", "trainer.resume_force")
+
+
+def job_identity(overrides: Iterable[str]) -> dict[str, str]:
+    """What a job is, from its overrides (key -> value), leaving out how it continues (CONTINUE_KEYS)."""
+    pairs = (str(item).partition("=") for item in overrides)
+    return {key: value for key, _, value in pairs if key.lstrip("+~") not in CONTINUE_KEYS}
+
 
 failed_runs: list[str] = []  # filled by SweepSummary: the CLI exits 1 when it is not empty
 

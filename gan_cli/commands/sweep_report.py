@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from gan_cli import sweeps
 from gan_cli.errors import GanCliError
-from gan_cli.sweeps import CONTINUE_KEYS, STATUS_FILE, SUMMARY_FILE
+from gan_cli.sweeps import STATUS_FILE, SUMMARY_FILE
 
 METRICS = ["loss/D", "loss/G", "D/real", "D/fake", "fid"]
 FORMATS = ("table", "markdown", "csv")
@@ -69,8 +69,7 @@ def _read_overrides(folder: Path) -> dict[str, str]:
         raise DamagedFile(f"{path} cannot be read ({str(err).splitlines()[0]})") from err
     if not isinstance(items, list):
         raise DamagedFile(f"{path} does not hold a list of overrides")
-    pairs = (str(item).partition("=") for item in items)
-    return {key: value for key, _, value in pairs if key.lstrip("+~") not in CONTINUE_KEYS}
+    return sweeps.job_identity(items)
 
 
 def _read_status(path: Path) -> dict[str, Any]:
