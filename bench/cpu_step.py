@@ -28,7 +28,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import Clock, Stop, compose_cfg  # noqa: E402  (the same clock as bench/throughput.py)
+from throughput import UNTIL_STOPPED, Clock, Stop, compose_cfg  # noqa: E402  (the same clock as bench/throughput.py)
 
 # name -> overrides on top of the default MNIST run (batch 64, Adam 4e-4, bf16 where the CPU has it)
 CASES: dict[str, list[str]] = {
@@ -66,13 +66,7 @@ def run_case(root: str, overrides: list[str], seconds: float, warmup: int) -> di
             f"data.root={root}",
             "data.download=false",
             "trainer.device=cpu",
-            "trainer.steps=100000000",
-            "trainer.epochs=null",
-            "trainer.checkpoint_every=0",
-            "logger.log_every=100000000",
-            "logger.sample_every=0",
-            "logger.backends=[]",
-            "logger.progress=false",
+            *UNTIL_STOPPED,
             *overrides,
         ]
     )

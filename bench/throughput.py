@@ -279,6 +279,18 @@ def examples_dcgan_loop(root: str, batch: int, device: torch.device, clock: Cloc
 # The project: gan_cli.train.train(cfg, run_dir), timed through its per-step progress call.
 
 
+# a run that trains until the clock stops it, spending its time on steps only (no logs, samples, checkpoints)
+UNTIL_STOPPED = [
+    "trainer.steps=100000000",
+    "trainer.epochs=null",
+    "trainer.checkpoint_every=0",
+    "logger.log_every=100000000",
+    "logger.sample_every=0",
+    "logger.backends=[]",
+    "logger.progress=false",
+]
+
+
 def compose_cfg(overrides: list[str]) -> Any:
     from hydra import compose, initialize_config_module
 
@@ -328,13 +340,7 @@ def project_loop(
                 *widths,
                 f"trainer.device={device}",
                 f"trainer.batch_size={batch}",
-                "trainer.steps=100000000",
-                "trainer.epochs=null",
-                "trainer.checkpoint_every=0",
-                "logger.log_every=100000000",
-                "logger.sample_every=0",
-                "logger.backends=[]",
-                "logger.progress=false",
+                *UNTIL_STOPPED,
                 *extra,
             ]
         )
