@@ -3,6 +3,8 @@
 KILL_AT=log:K      right after the scalars of step K are written (KILL_JOB=N: in sweep job N only)
 KILL_AT=write:N    halfway through writing the Nth checkpoint's temporary file
 KILL_AT=replace:N  after the Nth checkpoint's temporary file is complete, before it is renamed
+
+Tests call `run_killed`, which runs this file as a script and checks that it died by SIGKILL.
 """
 
 from __future__ import annotations
@@ -10,8 +12,27 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
+
+
+def run_killed(cwd: Path, *args: str, **kill: str) -> None:
+    """Run gan-train with `args` in a process of this script, `kill` (KILL_AT=..., KILL_JOB=...) saying
+    when it SIGKILLs itself; fail unless it died that way."""
+    env = {**os.environ, **kill, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("GAN_CLI_DATA", None)
+    proc = subprocess.run(
+        [sys.executable, __file__, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr + proc.stdout
 
 
 def die() -> None:

@@ -5,20 +5,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli, script
+from tests.kill_at import run_killed
 from tests.runs import GAUSS, load, logged, records, same_weights, tb_scalars
 
 pytestmark = pytest.mark.slow
 
 N, EVERY = 24, 8
 ARGS = [*GAUSS, f"trainer.steps={N}", f"trainer.checkpoint_every={EVERY}", "logger.log_every=1"]
-KILLER = Path(__file__).with_name("kill_at.py")
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +29,7 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def killed_run(cwd: Path, kill_at: str) -> Path:
-    env = {**os.environ, "KILL_AT": kill_at, "PYTHONPATH": str(KILLER.parent.parent)}
-    env.pop("GAN_CLI_DATA", None)
-    proc = subprocess.run(
-        [sys.executable, str(KILLER), *ARGS, "hydra.run.dir=run"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr + proc.stdout
+    run_killed(cwd, *ARGS, "hydra.run.dir=run", KILL_AT=kill_at)
     return cwd / "run"
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from gan_cli.resume import hydra_value, resume_command, shell_word
 from tests.conftest import run_cli
+from tests.kill_at import run_killed
 from tests.runs import GAUSS, load, records
 from tests.test_signals import start
 
@@ -113,7 +111,6 @@ def test_resume_auto_in_a_sweep_keeps_each_job_in_its_own_folder(tmp_path: Path)
     assert {p: p.stat().st_mtime_ns for p in ckpts} == ckpts
 
 
-KILLER = Path(__file__).with_name("kill_at.py")
 # four jobs of 30 steps, a checkpoint every 10; the sweep is SIGKILLed at step 25 of the third job
 FOUR = [
     "-m",
@@ -128,23 +125,7 @@ FOUR = [
 
 def killed_sweep(cwd: Path, *args: str, job: int = 2, step: int = 25) -> None:
     """Run `gan-train *args` in a process that SIGKILLs itself after logging `step` of sweep job #`job`."""
-    env = {
-        **os.environ,
-        "KILL_AT": f"log:{step}",
-        "KILL_JOB": str(job),
-        "PYTHONPATH": str(KILLER.parent.parent),
-    }
-    env.pop("GAN_CLI_DATA", None)
-    proc = subprocess.run(
-        [sys.executable, str(KILLER), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr + proc.stdout
+    run_killed(cwd, *args, KILL_AT=f"log:{step}", KILL_JOB=str(job))
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
