@@ -320,7 +320,8 @@ class ForkServer:
 
     The server gets the environment this process had when the object was made (before any test
     changed it), less PYTHONPATH, which it is given as an argument and applies to itself as to its
-    children. Its own output goes to server.log in a temporary folder, with the commands' output."""
+    children, and with OMP_NUM_THREADS=1 unless that is set. Its own output goes to server.log in a
+    temporary folder, with the commands' output."""
 
     START_UP_S = 300  # allowed for the server's imports on top of the first command's timeout
 
@@ -337,6 +338,9 @@ class ForkServer:
         replies_read, replies_write = os.pipe()
         env = dict(self.env)
         pythonpath = env.pop("PYTHONPATH", "")
+        # without a limit, `import torch` starts OpenMP's threads (and forking would not be safe); a child
+        # still gets the thread count it asks for: gan-train sets it from trainer.threads and its own env
+        env.setdefault("OMP_NUM_THREADS", "1")
         with open(os.path.join(self.folder, "server.log"), "ab") as log:
             self.process = subprocess.Popen(
                 [
