@@ -4,6 +4,10 @@ classifier's metrics, beside the same figures for real training images (the floo
 
     python bench/quality.py --data ../shared/data --minutes 30 --n 5000
 
+A folder of images (`--datasets image_folder --image-folder PATH --image-size 32`) is measured
+against all its images; it has no second split, so no floor is reported for it. The presets
+(`--setups small_data r3gan_cifar10 sngan_cifar10`) run with the data set and size given here.
+
 Both sides use the same number of images for the floor: `--n` real training images vs the test
 split, exactly as `--n` generated images vs the test split. Real-set features and classifiers are
 cached (GAN_CLI_CACHE, default ~/.cache/gan_cli), so a second run only pays for the generated side.
@@ -41,6 +45,9 @@ SETUPS = {
         "optimizer.lr=2e-4",
         "optimizer.betas=[0.9,0.999]",
     ],
+    "small_data": ["experiment=small_data"],
+    "r3gan_cifar10": ["experiment=r3gan_cifar10"],
+    "sngan_cifar10": ["experiment=sngan_cifar10"],
 }
 
 
@@ -56,10 +63,27 @@ def measure(
     return {k.removeprefix("metrics/"): v for k, v in evaluate(metrics, ev).items()}
 
 
+def data_overrides(name: str, args: argparse.Namespace) -> list[str]:
+    """The data part of the gan-train command line for one --datasets entry."""
+    if name == "image_folder":
+        if not args.image_folder:
+            raise SystemExit("--datasets image_folder needs --image-folder PATH (a folder of images)")
+        return [
+            "data=image_folder",
+            f"data.root={args.image_folder}",
+            f"data.image_size={args.image_size}",
+            f"data.channels={args.channels}",
+        ]
+    return [f"data={name}", f"data.root={args.data}", "data.download=false", "data.image_size=28"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="./data", help="folder holding MNIST/ and FashionMNIST/")
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
+    parser.add_argument("--image-folder", help="the folder --datasets image_folder trains on")
+    parser.add_argument("--image-size", type=int, default=32, help="pixels a side for the folder")
+    parser.add_argument("--channels", type=int, default=3, help="1 or 3 for the folder")
     parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget per run")
     parser.add_argument("--n", type=int, default=5000, help="generated (and floor) images")
@@ -76,26 +100,26 @@ def main() -> None:
     out = Path(args.out)
     rows: list[dict[str, Any]] = []
     for name in args.datasets:
-        data_cfg = OmegaConf.create(
-            {"name": name, "root": args.data, "download": False, "split": "train", "image_size": 28}
-        )
+        with initialize_config_module("gan_cli.configs", version_base="1.3"):
+            data_cfg = compose("train", overrides=data_overrides(name, args)).data
+        floor: dict[str, float] = {}
         if "classifier" in args.metrics and not classifier_path(name, 28).is_file():
             train_classifier(name, args.data, 28, device, epochs=DEFAULT_EPOCHS.get(name, 4))
-        train_set = real_set(data_cfg, "train", args.n)
-        floor = measure(train_set.images, data_cfg, args.n_real, device, train_set, args.metrics)
-        rows.append({"data": name, "what": f"real train images (floor), n={args.n}", **floor})
+        if "split" in data_cfg:
+            train_set = real_set(data_cfg, "train", args.n)
+            floor = measure(train_set.images, data_cfg, args.n_real, device, train_set, args.metrics)
+            rows.append({"data": name, "what": f"real train images (floor), n={args.n}", **floor})
         for setup in args.setups:
             run_dir = out / f"{name}_{setup.split()[0]}"
             run_dir.mkdir(parents=True, exist_ok=True)
             overrides = [
-                f"data={name}",
-                f"data.root={args.data}",
-                "data.download=false",
+                data_overrides(name, args)[0],
                 f"trainer.device={args.device}",
                 "trainer.epochs=null",
                 f"trainer.max_minutes={args.minutes}",
                 "logger.progress=false",
                 *SETUPS[setup],
+                *data_overrides(name, args)[1:],  # after the preset: its data settings give way
                 *args.overrides,
             ]
             with initialize_config_module("gan_cli.configs", version_base="1.3"):
@@ -113,7 +137,7 @@ def main() -> None:
                     "steps": result["step"],
                     "epochs": round(result["epoch"], 2),
                     "train_minutes": round(minutes, 1),
-                    "fid_x_floor": scores["fid"] / floor["fid"],
+                    **({"fid_x_floor": scores["fid"] / floor["fid"]} if floor else {}),
                     **scores,
                 }
             )
@@ -123,7 +147,7 @@ def main() -> None:
     print("| data | what | steps | FID | ×floor | KID | classes | class KL | clf IS | clf FID |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        ratio = f"{r['fid_x_floor']:.1f}×" if "fid_x_floor" in r else "1×"
+        ratio = f"{r['fid_x_floor']:.1f}×" if "fid_x_floor" in r else ("1×" if "steps" not in r else "-")
         vals = [f"{r[c]:.4g}" if c in r else "-" for c in cols]
         print(
             f"| {r['data']} | {r['what']} | {r.get('steps', '')} | {vals[0]} | {ratio} | "

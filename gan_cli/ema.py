@@ -38,6 +38,7 @@ class EMA:
         self._dst: list[torch.Tensor] = list(self.model.parameters())
         self._src_buf = [b for b in G.buffers() if b.is_floating_point()]
         self._dst_buf = [b for b in self.model.buffers() if b.is_floating_point()]
+        self._stats_at: float | None = None  # num_updates when the standing statistics were computed
 
     @torch.no_grad()
     def update(self) -> None:
@@ -49,6 +50,15 @@ class EMA:
         if self._dst_buf:
             torch._foreach_copy_(self._dst_buf, self._src_buf)
 
+    def eval_model(self, z_dim: int, device: torch.device, num_classes: int = 0) -> nn.Module:
+        """The average, with standing batch-norm statistics for its current weights: recomputed only
+        when it changed since the last call (a big G spends a minute on them on a CPU)."""
+        at = float(self.num_updates)
+        if self._stats_at != at:
+            recompute_norm_stats(self.model, z_dim, device, num_classes)
+            self._stats_at = at
+        return self.model
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {**self.model.state_dict(), "_num_updates": self.num_updates.detach().clone()}
 
@@ -56,6 +66,7 @@ class EMA:
         state = dict(state)
         self.num_updates.copy_(state.pop("_num_updates"))
         self.model.load_state_dict(state)
+        self._stats_at = None
 
 
 @torch.no_grad()

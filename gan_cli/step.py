@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from gan_cli.augment import Augment, no_augmentation
-from gan_cli.ema import EMA, recompute_norm_stats
+from gan_cli.ema import EMA
 from gan_cli.graphs import Batch
 from gan_cli.losses import Loss
 from gan_cli.losses.penalties import penalty_weight, r1_penalty, r2_penalty
@@ -60,8 +60,7 @@ class Nets:
         its own, when there is one; else G."""
         if self.ema is None:
             return self.G
-        recompute_norm_stats(self.ema.model, self.z_dim, self.device, self.num_classes)
-        return self.ema.model
+        return self.ema.eval_model(self.z_dim, self.device, self.num_classes)
 
 
 def grad_norm(module: nn.Module) -> torch.Tensor:

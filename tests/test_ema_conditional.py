@@ -80,6 +80,24 @@ def test_recomputed_norm_stats_are_the_averages_of_the_batch_stats(num_classes: 
     assert torch.equal(again.norm.running_mean, G.norm.running_mean)  # seeded: reproducible
 
 
+def test_standing_stats_are_recomputed_only_after_the_average_changed() -> None:
+    G = Affine()
+    ema = EMA(G, 0.9)
+    calls = []
+    ema.model.register_forward_hook(lambda *_: calls.append(1))
+    model = ema.eval_model(2, torch.device("cpu"))
+    first = len(calls)
+    assert first > 0 and model is ema.model and not model.training
+    ema.eval_model(2, torch.device("cpu"))
+    assert len(calls) == first  # same weights: the statistics still fit
+    ema.update()
+    ema.eval_model(2, torch.device("cpu"))
+    assert len(calls) == 2 * first
+    ema.load_state_dict(ema.state_dict())  # loaded buffers replace the standing statistics
+    ema.eval_model(2, torch.device("cpu"))
+    assert len(calls) == 3 * first
+
+
 @pytest.mark.parametrize("name", ["mlp", "dcgan"])
 def test_conditional_models_use_the_label(name: str) -> None:
     with initialize_config_module("gan_cli.configs", version_base="1.3"):
