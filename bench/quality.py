@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
 import gan_cli.datasets
 import gan_cli.losses
