@@ -98,9 +98,12 @@ def main() -> None:
     device = torch.device(args.device)
     out = Path(args.out)
     rows: list[dict[str, Any]] = []
+    if "image_folder" in args.datasets and "classifier" in args.metrics:
+        raise SystemExit("a folder has no train split for the domain classifier: pass --metrics fid kid")
     for name in args.datasets:
+        group, *data_settings = data_overrides(name, args)
         with initialize_config_module("gan_cli.configs", version_base="1.3"):
-            data_cfg = compose("train", overrides=data_overrides(name, args)).data
+            data_cfg = compose("train", overrides=[group, *data_settings]).data
         floor: dict[str, float] = {}
         if "classifier" in args.metrics and not classifier_path(name, 28).is_file():
             train_classifier(name, args.data, 28, device, epochs=DEFAULT_EPOCHS.get(name, 4))
@@ -112,13 +115,13 @@ def main() -> None:
             run_dir = out / f"{name}_{setup.split()[0]}"
             run_dir.mkdir(parents=True, exist_ok=True)
             overrides = [
-                data_overrides(name, args)[0],
+                group,
                 f"trainer.device={args.device}",
                 "trainer.epochs=null",
                 f"trainer.max_minutes={args.minutes}",
                 "logger.progress=false",
                 *SETUPS[setup],
-                *data_overrides(name, args)[1:],  # after the preset: its data settings give way
+                *data_settings,  # after the preset: its data settings give way
                 *args.overrides,
             ]
             with initialize_config_module("gan_cli.configs", version_base="1.3"):
