@@ -139,7 +139,7 @@ def main() -> None:
                     "steps": result["step"],
                     "epochs": round(result["epoch"], 2),
                     "train_minutes": round(minutes, 1),
-                    **({"fid_x_floor": scores["fid"] / floor["fid"]} if floor else {}),
+                    **({"fid_x_floor": scores["fid"] / floor["fid"]} if "fid" in floor else {}),
                     **scores,
                 }
             )
