@@ -1,7 +1,8 @@
 """What the default DCGAN step on MNIST reaches on a CPU, against what the CPU's matrix kernels reach.
 
 For each variant (overrides on top of the default MNIST run) the real `train(cfg, run_dir)` runs; one step
-after the warm-up is counted with torch's FLOP counter (both updates: D's, then G's), then steps are timed
+after the warm-up is counted with torch's FLOP counter (both updates: D's, then G's; with a lazy R1 the mean
+of the steps of one period, its R1 update included), then steps are timed
 over a window of `--seconds`. The peak is a 2048x2048 matmul in bf16 and in fp32 with the same threads,
 timed in the same process. Cases are interleaved over `--repeat` rounds; the table gives medians.
 
@@ -30,9 +31,10 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import UNTIL_STOPPED, Clock, Stop, compose_cfg  # noqa: E402  (the same clock as bench/throughput.py)
 
-# name -> overrides on top of the default MNIST run (batch 64, Adam 4e-4, bf16 where the CPU has it)
+# name -> overrides on top of the default MNIST run (batch 64, Adam 4e-4, lazy R1, bf16 where the CPU has it)
 CASES: dict[str, list[str]] = {
     "default": [],
+    "no-r1": ["loss.r1_gamma=0"],  # the default step without its lazy R1 update
     "fp32": ["trainer.precision=32"],
     "channels-last": ["trainer.channels_last=true"],
     "contiguous": ["trainer.channels_last=false"],
@@ -58,6 +60,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> floa
 def run_case(root: str, overrides: list[str], seconds: float, warmup: int) -> dict[str, Any]:
     """Train with `overrides` until the window is timed; return images/s, steps/s and FLOP per step."""
     from gan_cli.logger import NullLogger
+    from gan_cli.step import reg_interval
     from gan_cli.train import train
 
     cfg = compose_cfg(
@@ -72,18 +75,21 @@ def run_case(root: str, overrides: list[str], seconds: float, warmup: int) -> di
     )
     batch = int(cfg.trainer.batch_size)
     clock = Clock(torch.device("cpu"), warmup, seconds, 3, batch)
-    counted: dict[str, float] = {}
+    # a lazy R1/R2 phase runs on one step in `period`: count that many steps and take their mean
+    penalised = float(cfg.loss.r1_gamma) > 0 or float(cfg.loss.r2_gamma) > 0
+    period = reg_interval(cfg.loss.reg_every, graphed=False) if penalised else 1
+    counted: dict[str, float] = {"gflop": 0.0}
     calls = 0
 
     def count_once(step: Callable[..., Any]) -> Callable[..., Any]:
         def counted_step(*args: Any, **kwargs: Any) -> Any:
             nonlocal calls
             calls += 1
-            if calls != warmup:  # one step after the compile / first-call costs, before the window
+            if not warmup <= calls < warmup + period:  # after the first-call costs, before the window
                 return step(*args, **kwargs)
             with FlopCounterMode(display=False) as flops:
                 out = step(*args, **kwargs)
-            counted["gflop"] = flops.get_total_flops() / 1e9
+            counted["gflop"] += flops.get_total_flops() / 1e9 / period
             return out
 
         return counted_step
@@ -97,7 +103,7 @@ def run_case(root: str, overrides: list[str], seconds: float, warmup: int) -> di
     with tempfile.TemporaryDirectory() as run_dir, contextlib.suppress(Stop):
         train(cfg, run_dir, loggers=[], progress=Ticks(), wrap_step=count_once)
     steps_per_s = clock.rate / batch
-    gflop = counted.get("gflop", float("nan"))
+    gflop = counted["gflop"] if calls >= warmup + period else float("nan")
     return {
         "batch": batch,
         "images_per_s": clock.rate,

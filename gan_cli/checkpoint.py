@@ -457,6 +457,7 @@ class TrainState:
     skipped_steps: int = 0  # steps dropped by trainer.on_nan=skip
     augment: dict[str, Any] | None = None  # ADA's adaptive probability and its running counts
     data_subset: torch.Tensor | None = None  # the indices data.limit / data.classes chose
+    step_held: dict[str, dict[str, float]] | None = None  # last statistics of lazy phases (R1/R2 every k)
 
     @classmethod
     def capture(
@@ -469,6 +470,7 @@ class TrainState:
         batches: Batches,
         fixed_z: torch.Tensor,
         skipped_steps: int,
+        step_held: dict[str, dict[str, float]] | None = None,
     ) -> TrainState:
         """The state of a run after `step` steps (G and D: the plain networks, not their wrappers)."""
         return cls(
@@ -490,6 +492,7 @@ class TrainState:
             skipped_steps=skipped_steps,
             augment=nets.augment.state_dict() or None,
             data_subset=batches.data.subset,
+            step_held=step_held,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -549,6 +552,12 @@ class TrainState:
         found += rng_problems(self.rng)
         if not _is_int(self.skipped_steps) or self.skipped_steps < 0:
             found.append(f"skipped_steps is {_describe(self.skipped_steps)}, not a non-negative integer")
+        held = self.step_held
+        if held is not None and not (
+            isinstance(held, dict)
+            and all(isinstance(s, dict) and all(_is_number(v) for v in s.values()) for s in held.values())
+        ):
+            found.append(f"step_held is {_describe(held)}, not the statistics of lazy phases by name")
         return found
 
     def check(self, path: Path) -> None:

@@ -346,8 +346,9 @@ def validate(cfg: DictConfig) -> Choices:
             _positive(group.eps, f"optimizer.{net}.eps")
     for key in ("r1_gamma", "r2_gamma"):
         _positive(cfg.loss[key], f"loss.{key}", allow_zero=True)
-    if cfg.loss.reg_every < 1:
-        raise ConfigError(f"loss.reg_every={cfg.loss.reg_every} is not valid; it must be >= 1 (D steps)")
+    every = cfg.loss.reg_every
+    if every != "auto" and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ConfigError(f"loss.reg_every={every!r} is not valid; give auto or a number of D steps >= 1")
     if not 1 <= cfg.loss.n_critic <= MAX_N_CRITIC:
         raise ConfigError(
             f"loss.n_critic={cfg.loss.n_critic} is not valid; it must be >= 1 and <= {MAX_N_CRITIC} "

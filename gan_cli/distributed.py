@@ -93,6 +93,17 @@ class Dist:
         torch_dist.all_reduce(t)
         return t / self.world
 
+    def average_grads(self, module: nn.Module) -> None:
+        """Average `module`'s gradients over the processes, for an update made outside DDP's hooks."""
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if not self.enabled or not grads:
+            return
+        flat = torch.cat([g.flatten() for g in grads])
+        torch_dist.all_reduce(flat)
+        flat /= self.world
+        for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            g.copy_(part.view_as(g))
+
     def max(self, t: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return t

@@ -24,7 +24,7 @@ from gan_cli import checkpoint as ckpt
 from gan_cli import distributed
 from gan_cli.augment import Augment
 from gan_cli.augment import check_config as check_augment
-from gan_cli.config import Choices, OnNan, epoch_limit, resolved
+from gan_cli.config import Choices, OnNan, Switch, epoch_limit, resolved
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import (
     autocast_dtype,
@@ -53,7 +53,7 @@ from gan_cli.models import build_models, check_model_config, label_classes
 from gan_cli.resume import ResumePoint
 from gan_cli.samples import image_grid, scatter_plot
 from gan_cli.schedule import LinearDecay, build_schedule
-from gan_cli.step import Nets, Penalties, TrainStep
+from gan_cli.step import Nets, Penalties, TrainStep, penalty_summary, reg_interval
 from gan_cli.trackers import build_loggers
 
 log = logging.getLogger("gan_cli")
@@ -100,6 +100,7 @@ class Run:
             self.batches,
             self.fixed_z,
             self.guard.skipped,
+            self.train_step.held_values(),
         )
 
 
@@ -287,15 +288,22 @@ def build_run(
         ema=EMA(G, float(cfg.model.ema_decay)) if cfg.model.get("ema_decay", 0) else None,
         num_classes=label_classes(cfg.model, data.num_classes),
         augment=Augment(cfg.augment, device),
+        bare_D=D if dist.enabled else None,
+        average_grads=dist.average_grads if dist.enabled else None,
     )
     if data.subset is not None:
         log.info("training on %d images chosen by data.limit / data.classes", len(data.subset))
     n_critic = int(cfg.loss.n_critic)
-    penalties = Penalties(float(cfg.loss.r1_gamma), float(cfg.loss.r2_gamma), int(cfg.loss.reg_every))
     total = total_steps(t_cfg, batches.per_epoch, n_critic)
     rates = [(nets.opt_g, float(cfg.optimizer.g.lr)), (nets.opt_d, float(cfg.optimizer.d.lr))]
     start_at = float(cfg.optimizer.lr_decay_start)
     schedule = build_schedule(choices.lr_decay, start_at, rates, total, t_cfg.max_minutes)
+    blocker = graph_blocker(device, dist.world, schedule is not None, nets.scaler.is_enabled())
+    graphed = choices.cuda_graphs is not Switch.false and blocker is None
+    every = reg_interval(cfg.loss.reg_every, graphed)
+    penalties = Penalties(float(cfg.loss.r1_gamma), float(cfg.loss.r2_gamma), every)
+    if penalties.active:
+        log.info("penalties: %s", penalty_summary(penalties, cfg.loss.reg_every))
     train_step = TrainStep(nets, n_critic, penalties)
     step_fn: StepFn = train_step if wrap_step is None else wrap_step(train_step)
     lazy = penalties.active and penalties.every > 1
@@ -325,6 +333,7 @@ def build_run(
         start = int(resume.state.step)
         fixed_z = resume.state.fixed_z.to(device)
         guard.skipped = int(resume.state.skipped_steps)
+        train_step.resume(start, resume.state.step_held)
         ckpt.set_rng_state(resume.state.rng)
         log.info("resumed from %s at step %d; writing on in %s", resume.path, start, run_dir)
 

@@ -42,6 +42,10 @@ class Nets:
     ema: EMA | None = None  # moving average of G's weights, updated after each G step
     num_classes: int = 0  # labels a conditional G takes (0: unconditional)
     augment: Augment = field(default_factory=no_augmentation)  # of every image D sees
+    # several processes: D without its DDP wrapper (whose hooks cannot take the penalties' double
+    # backward) and what averages a network's gradients over the processes after such an update
+    bare_D: nn.Module | None = None
+    average_grads: Callable[[nn.Module], None] | None = None
 
     def noise(self, n: int) -> torch.Tensor:
         """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
@@ -71,11 +75,18 @@ def grad_norm(module: nn.Module) -> torch.Tensor:
 
 
 def optimizer_step(
-    scaler: torch.amp.GradScaler, loss: torch.Tensor, opt: torch.optim.Optimizer, net: nn.Module
+    scaler: torch.amp.GradScaler,
+    loss: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    net: nn.Module,
+    sync: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """Backward (scaled under fp16 AMP) and one step of `opt`; returns `net`'s unscaled gradient norm."""
+    """Backward (scaled under fp16 AMP), `sync` and one step of `opt`; returns `net`'s unscaled
+    gradient norm."""
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if sync is not None:
+        sync()
     scaler.unscale_(opt)
     norm = grad_norm(net)
     scaler.step(opt)
@@ -114,6 +125,18 @@ class Phase:
     takes_batch: bool = True
     frozen: nn.Module | None = None  # a network the objective runs through but must not train
     after: list[Callable[[], None]] = field(default_factory=list)  # run after each update
+    sync: Callable[[], None] | None = None  # between backward and the optimizer step
+
+
+LAZY_EVERY = 4  # loss.reg_every=auto where the step runs eagerly
+
+
+def reg_interval(setting: Any, graphed: bool) -> int:
+    """loss.reg_every as a number of D steps: auto is every step where the step is one CUDA graph
+    (which replays one fixed step), else lazily every LAZY_EVERY-th step."""
+    if setting == "auto":
+        return 1 if graphed else LAZY_EVERY
+    return int(setting)
 
 
 @dataclass(frozen=True)
@@ -128,6 +151,19 @@ class Penalties:
     @property
     def active(self) -> bool:
         return self.r1_gamma > 0 or self.r2_gamma > 0
+
+
+def penalty_summary(pen: Penalties, setting: Any) -> str:
+    """One log line: which penalties, how strong, how often, and why when loss.reg_every=auto chose."""
+    terms = [f"{name} gamma {g:g}" for name, g in (("R1", pen.r1_gamma), ("R2", pen.r2_gamma)) if g > 0]
+    if pen.every == 1:
+        when = "in every D update"
+    else:
+        when = f"lazily, every {pen.every} D steps with weight x{pen.every}"
+    if setting == "auto":
+        why = "the step is one CUDA graph" if pen.every == 1 else "the step runs eagerly"
+        when += f" (loss.reg_every=auto: {why})"
+    return f"{' and '.join(terms)}, {when}"
 
 
 class TrainStep:
@@ -150,30 +186,39 @@ class TrainStep:
             )
         ]
         if penalties.active and penalties.every > 1:
+            average = nets.average_grads
             self.phases.append(
                 Phase(
-                    "Dreg", nets.D, nets.opt_d, self.reg_objective, takes_batch=False, every=penalties.every
+                    "Dreg",
+                    nets.D,
+                    nets.opt_d,
+                    self.reg_objective,
+                    takes_batch=False,
+                    every=penalties.every,
+                    sync=(lambda: average(nets.D)) if average is not None else None,
                 )
             )
         self.phases.append(
             Phase("G", nets.G, nets.opt_g, self.g_objective, takes_batch=False, frozen=nets.D, after=g_after)
         )
 
-    def critic(self) -> Callable[..., torch.Tensor]:
+    def critic(self, bare: bool = False) -> Callable[..., torch.Tensor]:
         """D as the penalties see it: on augmented inputs when augmenting (gradients w.r.t. the
-        un-augmented image)."""
+        un-augmented image); `bare`: without its DDP wrapper, for an update of its own."""
         n = self.nets
+        d = n.bare_D if bare and n.bare_D is not None else n.D
         if not n.augment.enabled:
-            return n.D
-        return lambda x, y=None: n.D(n.augment(x), y)
+            return d
+        return lambda x, y=None: d(n.augment(x), y)
 
     def penalty_terms(self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor, every: int) -> Stats:
         """gamma/2 * E||grad D||^2 on real (R1) and fake (R2) inputs, weighted for `every`."""
         pen, terms = self.penalties, {}
+        d = self.critic(bare=every > 1)  # a lazy update of its own averages its gradients itself
         if pen.r1_gamma > 0:
-            terms["r1"] = penalty_weight(pen.r1_gamma, every) * r1_penalty(self.critic(), real, y)
+            terms["r1"] = penalty_weight(pen.r1_gamma, every) * r1_penalty(d, real, y)
         if pen.r2_gamma > 0:
-            terms["r2"] = penalty_weight(pen.r2_gamma, every) * r2_penalty(self.critic(), fake, y)
+            terms["r2"] = penalty_weight(pen.r2_gamma, every) * r2_penalty(d, fake, y)
         return terms
 
     @property
@@ -233,14 +278,14 @@ class TrainStep:
         stats: Stats = {}
         todo = iter(batches)
         for phase in self.phases:
-            if self.calls % phase.every:  # not due: its last statistics stand
+            if self.calls % phase.every and phase.name in self._held:  # not due: its last statistics stand
                 stats.update(self._held[phase.name])
                 continue
             for i in range(phase.repeats):
                 batch = next(todo) if phase.takes_batch else None
                 with frozen(phase.frozen):
                     loss, phase_stats = phase.objective(batch, i == phase.repeats - 1)
-                    norm = optimizer_step(self.nets.scaler, loss, phase.opt, phase.net)
+                    norm = optimizer_step(self.nets.scaler, loss, phase.opt, phase.net, phase.sync)
                 for hook in phase.after:
                     hook()
                 stats.update(phase_stats)
@@ -251,6 +296,22 @@ class TrainStep:
         if self.names is None:
             self.names = list(stats)
         return torch.stack([stats[name] for name in self.names])
+
+    def held_values(self) -> dict[str, dict[str, float]] | None:
+        """The last statistics of the phases that skip steps, as numbers (kept in checkpoints)."""
+        if not self._held:
+            return None
+        return {phase: {k: float(v) for k, v in stats.items()} for phase, stats in self._held.items()}
+
+    def resume(self, step: int, held: dict[str, dict[str, float]] | None) -> None:
+        """Go on after `step` steps: lazy phases stay on their schedule and log their saved statistics
+        until they run again (a checkpoint without them: the phase runs on the first step)."""
+        self.calls = step
+        device = self.nets.device
+        self._held = {
+            phase: {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in stats.items()}
+            for phase, stats in (held or {}).items()
+        }
 
     def named(self, values: torch.Tensor | list[float]) -> dict[str, Any]:
         """The step's statistics (a tensor or a list of numbers like it) by name."""

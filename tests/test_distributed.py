@@ -81,6 +81,24 @@ def test_two_processes_match_one(tmp_path: Path, mnist_root: Path) -> None:
         )
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("every", ["1", "3"])
+def test_r1_in_two_processes_matches_one(tmp_path: Path, mnist_root: Path, every: str) -> None:
+    """R1 inside D's update (through DDP) and as a lazy update of its own (its gradients averaged by
+    hand) give one process's numbers."""
+    over = [f"data.root={mnist_root}", "trainer.steps=4", "loss.r1_gamma=1", f"loss.reg_every={every}"]
+    res = torchrun(*ARGS, *over, "hydra.run.dir=ddp", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr + res.stdout
+    single = run_cli(*ARGS, *over, "hydra.run.dir=one", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr + single.stdout
+    keys = ["loss/D", "loss/r1", "grad_norm/D", "loss/G", "grad_norm/G"]
+    two, one = records(tmp_path / "ddp"), records(tmp_path / "one")
+    assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3, 4]
+    for a, b in zip(two, one, strict=True):
+        assert [a[k] for k in keys] == pytest.approx([b[k] for k in keys], rel=1e-4, abs=1e-6)
+    assert ("grad_norm/Dreg" in two[0]) == (every != "1")
+
+
 @pytest.mark.parametrize("in_memory", [True, False])
 def test_shards_are_disjoint_slices_of_the_global_batch(in_memory: bool) -> None:
     points = torch.arange(40.0).unsqueeze(1)

@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
+from gan_cli.config import validate
 from gan_cli.errors import ConfigError
-from gan_cli.losses.penalties import (
-    RegularizerConfig,
-    check_regularizer,
-    penalty_weight,
-    r1_penalty,
-    r2_penalty,
-    regularizer_terms,
-    zero_centred_penalty,
-)
+from gan_cli.losses import build_loss
+from gan_cli.losses.penalties import penalty_weight, r1_penalty, r2_penalty, zero_centred_penalty
+from gan_cli.step import LAZY_EVERY, Nets, Penalties, TrainStep, penalty_summary, reg_interval
+from tests.test_config import compose_train
 
 
 def linear(w: list[float]) -> nn.Linear:
@@ -107,27 +102,76 @@ def test_penalty_weight_and_lazy_scaling() -> None:
     assert penalty_weight(10.0, 16) == 80.0
 
 
-def test_regularizer_terms_weight_each_penalty() -> None:
-    d = linear([3.0, 4.0])
-    real, fake = torch.randn(4, 2), torch.randn(4, 2)
-    cfg = OmegaConf.structured(RegularizerConfig(r1_gamma=2.0, r2_gamma=0.0, reg_every=4))
-    terms = regularizer_terms(cfg, d, real, fake)
-    assert set(terms) == {"r1"}
-    assert terms["r1"].item() == pytest.approx(2.0 / 2 * 4 * 25.0)
-    both = regularizer_terms(RegularizerConfig(r1_gamma=1.0, r2_gamma=3.0), d, real, fake)
-    assert both["r2"].item() == pytest.approx(1.5 * 25.0)
-    assert regularizer_terms(RegularizerConfig(), d, real, fake) == {}
+class LabelledD(nn.Module):
+    """A linear D that takes (and ignores) labels, as the step calls D."""
+
+    def __init__(self, w: list[float]) -> None:
+        super().__init__()
+        self.net = linear(w)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x)
+
+
+def step_with(d: nn.Module, penalties: Penalties) -> TrainStep:
+    """The training step around a given D (G is never called here)."""
+    g = nn.Linear(2, 2)
+    nets = Nets(
+        G=g,
+        D=d,
+        loss=build_loss(compose_train().loss),
+        opt_g=torch.optim.SGD(g.parameters(), lr=0.1),
+        opt_d=torch.optim.SGD(d.parameters(), lr=0.1),
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        device=torch.device("cpu"),
+        amp_dtype=None,
+        z_dim=2,
+    )
+    return TrainStep(nets, 1, penalties)
+
+
+def test_the_step_weights_each_penalty_by_gamma_and_interval() -> None:
+    d = LabelledD([3.0, 4.0])  # ||grad D|| = 5 everywhere
+    real, fake, y = torch.randn(4, 2), torch.randn(4, 2), torch.zeros(4, dtype=torch.long)
+    lazy = step_with(d, Penalties(r1_gamma=2.0, every=4))
+    assert [p.name for p in lazy.phases] == ["D", "Dreg", "G"]
+    terms = lazy.penalty_terms(real, fake, y, 4)
+    assert set(terms) == {"r1"} and terms["r1"].item() == pytest.approx(2.0 / 2 * 4 * 25.0)
+    both = step_with(d, Penalties(r1_gamma=1.0, r2_gamma=3.0)).penalty_terms(real, fake, y, 1)
+    assert both["r1"].item() == pytest.approx(0.5 * 25.0) and both["r2"].item() == pytest.approx(1.5 * 25.0)
+    assert step_with(d, Penalties()).penalty_terms(real, fake, y, 1) == {}
 
 
 @pytest.mark.parametrize(
-    "cfg,message",
+    "override,message",
     [
-        (RegularizerConfig(r1_gamma=-1.0), "r1_gamma=-1.0 is not valid"),
-        (RegularizerConfig(r2_gamma=-0.5), "r2_gamma=-0.5 is not valid"),
-        (RegularizerConfig(reg_every=0), "reg_every=0 is not valid"),
+        ("loss.r1_gamma=-1", "loss.r1_gamma=-1.0 is not valid; it must be >= 0"),
+        ("loss.r2_gamma=-0.5", "loss.r2_gamma=-0.5 is not valid; it must be >= 0"),
+        ("loss.reg_every=0", "loss.reg_every=0 is not valid; give auto or a number of D steps >= 1"),
+        ("loss.reg_every=often", "loss.reg_every='often' is not valid; give auto"),
     ],
 )
-def test_bad_regularizer_settings_are_refused(cfg: RegularizerConfig, message: str) -> None:
+def test_bad_penalty_settings_are_refused(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        check_regularizer(cfg)
-    check_regularizer(RegularizerConfig(r1_gamma=0.1, r2_gamma=0.1, reg_every=16))
+        validate(compose_train(override))
+    validate(compose_train("loss.r1_gamma=0.1", "loss.r2_gamma=0.1", "loss.reg_every=16"))
+
+
+def test_the_default_loss_takes_lazy_r1() -> None:
+    loss = compose_train().loss
+    assert (loss.name, loss.r1_gamma, loss.r2_gamma, loss.reg_every) == ("nonsaturating", 1.0, 0.0, "auto")
+
+
+def test_auto_interval_is_every_step_only_inside_a_cuda_graph() -> None:
+    assert reg_interval("auto", graphed=False) == LAZY_EVERY == 4
+    assert reg_interval("auto", graphed=True) == 1
+    assert reg_interval(16, graphed=True) == 16 and reg_interval(1, graphed=False) == 1
+    eager = penalty_summary(Penalties(r1_gamma=1.0, every=4), "auto")
+    assert eager == (
+        "R1 gamma 1, lazily, every 4 D steps with weight x4 (loss.reg_every=auto: the step runs eagerly)"
+    )
+    graphed = penalty_summary(Penalties(r1_gamma=0.5, r2_gamma=2.0, every=1), "auto")
+    assert graphed == (
+        "R1 gamma 0.5 and R2 gamma 2, in every D update (loss.reg_every=auto: the step is one CUDA graph)"
+    )
+    assert penalty_summary(Penalties(r1_gamma=1.0, every=1), 1) == "R1 gamma 1, in every D update"

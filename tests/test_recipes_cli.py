@@ -33,6 +33,35 @@ def test_rpgan_with_r1_and_r2_logs_both_penalties(tmp_path: Path, mnist_root: Pa
     assert "grad_norm/Dreg" not in last  # every step: inside D's own update
 
 
+def test_the_default_run_takes_lazy_r1_and_says_so(tmp_path: Path, mnist_root: Path) -> None:
+    res = run_cli(*TINY, f"data.root={mnist_root}", "trainer.steps=5", "hydra.run.dir=r", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (
+        "penalties: R1 gamma 1, lazily, every 4 D steps with weight x4 (loss.reg_every=auto: the step runs "
+        "eagerly)" in res.stderr
+    )
+    logged = records(tmp_path / "r")
+    assert len(logged) == 5 and all(r["loss/r1"] > 0 and r["grad_norm/Dreg"] > 0 for r in logged)
+    assert logged[1]["loss/r1"] == logged[0]["loss/r1"] != logged[4]["loss/r1"], "R1 on steps 1 and 5"
+
+
+def test_a_resumed_run_keeps_lazy_r1_on_its_schedule(tmp_path: Path, mnist_root: Path) -> None:
+    lazy = ["loss.r1_gamma=1", "loss.reg_every=4", "trainer.steps=8"]
+    whole = gan_train(tmp_path, mnist_root, *lazy, run="whole")
+    cut = gan_train(tmp_path, mnist_root, *lazy, "trainer.steps=6", run="cut")
+    assert load(cut)["step_held"]["Dreg"]["loss/r1"] == pytest.approx(records(cut)[4]["loss/r1"])
+    res = run_cli(
+        *TINY, f"data.root={mnist_root}", *lazy, f"trainer.resume={cut}", "hydra.run.dir=x", cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    again, straight = records(cut), records(whole)
+    keys = ["step", "loss/r1", "grad_norm/Dreg", "loss/D", "loss/G"]
+    assert [[r[k] for k in keys] for r in again] == [[r[k] for k in keys] for r in straight]
+    held = again[4]["loss/r1"]  # R1 ran on steps 1 and 5; steps 7 and 8 come after the resume
+    assert again[6]["loss/r1"] == again[7]["loss/r1"] == held != again[3]["loss/r1"]
+    assert same_weights(load(cut), load(whole))
+
+
 def test_lazy_r1_is_one_more_phase_every_k_steps(tmp_path: Path, mnist_root: Path) -> None:
     with initialize_config_module("gan_cli.configs", version_base="1.3"):
         cfg = compose(

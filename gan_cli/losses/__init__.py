@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from omegaconf import MISSING, DictConfig
@@ -27,7 +28,7 @@ class LossOptions:
     n_critic: int = MISSING  # D updates per G update
     r1_gamma: float = MISSING  # gamma of R1, gamma/2 * E||grad D(x)||^2 on real inputs (0: off)
     r2_gamma: float = MISSING  # gamma of R2, the same on generated inputs (0: off)
-    reg_every: int = MISSING  # D steps between penalty updates (1: in every D update; k: lazily, weight x k)
+    reg_every: Any = MISSING  # auto | k: D steps between penalty updates (1: in every D update; k: lazily)
 
 
 class Loss:

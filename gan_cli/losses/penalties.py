@@ -8,39 +8,17 @@ and D's objective gains gamma/2 * R for each. With lazy regularisation (Karras e
 the penalties are computed only every `reg_every` D steps, their weight multiplied by `reg_every` so
 that their average strength is unchanged: `penalty_weight(gamma, reg_every)`.
 
-The keys live in `RegularizerConfig` for now; they are meant to join the loss schemas (loss.r1_gamma,
-loss.r2_gamma, loss.reg_every), with `regularizer_terms` called from the D step.
+Every loss takes them (`loss.r1_gamma`, `loss.r2_gamma`, `loss.reg_every`); the training step
+(`gan_cli.step`) applies them inside D's update or as a phase of their own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
-
-from gan_cli.errors import ConfigError
 
 Critic = Callable[..., torch.Tensor]  # D(x) or D(x, y) -> one output per example
-
-
-@dataclass
-class RegularizerConfig:
-    r1_gamma: float = 0.0  # weight gamma of R1, the penalty on real inputs (0: off)
-    r2_gamma: float = 0.0  # weight gamma of R2, the penalty on fake inputs (0: off)
-    reg_every: int = 1  # D steps between penalty computations (lazy regularisation; 1: every step)
-
-
-def check_regularizer(cfg: RegularizerConfig | DictConfig) -> None:
-    """Refuse negative weights and a non-positive interval, naming the key."""
-    for key in ("r1_gamma", "r2_gamma"):
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"{key}={getattr(cfg, key)} is not valid; it must be >= 0 (0: off)")
-    if cfg.reg_every < 1:
-        raise ConfigError(
-            f"reg_every={cfg.reg_every} is not valid; it must be >= 1 (D steps between penalties)"
-        )
 
 
 def zero_centred_penalty(d: Critic, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -69,20 +47,3 @@ def penalty_weight(gamma: float, reg_every: int = 1) -> float:
     """The factor of a penalty in D's objective: gamma/2, times reg_every when it is applied only every
     reg_every steps (lazy regularisation)."""
     return gamma / 2 * reg_every
-
-
-def regularizer_terms(
-    cfg: RegularizerConfig | DictConfig,
-    d: Critic,
-    real_x: torch.Tensor,
-    fake_x: torch.Tensor,
-    y: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """The weighted penalties to add to D's loss on a step where they are due (every cfg.reg_every
-    D steps), by name: {"r1": ..., "r2": ...}, each only when its gamma is positive."""
-    terms: dict[str, torch.Tensor] = {}
-    if cfg.r1_gamma > 0:
-        terms["r1"] = penalty_weight(cfg.r1_gamma, cfg.reg_every) * r1_penalty(d, real_x, y)
-    if cfg.r2_gamma > 0:
-        terms["r2"] = penalty_weight(cfg.r2_gamma, cfg.reg_every) * r2_penalty(d, fake_x, y)
-    return terms
