@@ -31,10 +31,10 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import UNTIL_STOPPED, Clock, Stop, compose_cfg  # noqa: E402  (the same clock as bench/throughput.py)
 
-# name -> overrides on top of the default MNIST run (batch 64, Adam 4e-4, lazy R1, bf16 where the CPU has it)
+# name -> overrides on top of the default MNIST run (batch 64, Adam 4e-4, bf16 where the CPU has it)
 CASES: dict[str, list[str]] = {
     "default": [],
-    "no-r1": ["loss.r1_gamma=0"],  # the default step without its lazy R1 update
+    "r1-lazy": ["loss.r1_gamma=1", "loss.reg_every=4"],  # R1 as one more D update every 4th step
     "fp32": ["trainer.precision=32"],
     "channels-last": ["trainer.channels_last=true"],
     "contiguous": ["trainer.channels_last=false"],

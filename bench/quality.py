@@ -35,13 +35,12 @@ from gan_cli.metrics.reference import generate, real_set
 from gan_cli.train import train
 
 METRICS = ["fid", "kid", "classifier"]
-# name -> overrides: ours (the defaults) and the original MLP GAN's setting (torch's Adam betas, no R1)
+# name -> overrides: ours (the defaults) and the original MLP GAN's setting (Adam with torch's default betas)
 SETUPS = {
     "dcgan (default)": [],
     "mlp (seed config)": [
         "model=mlp",
         "loss=nonsaturating",
-        "loss.r1_gamma=0",
         "optimizer.lr=2e-4",
         "optimizer.betas=[0.9,0.999]",
     ],

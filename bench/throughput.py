@@ -338,7 +338,6 @@ def project_loop(
                 f"data.image_size={size}",
                 f"model={model}",
                 *widths,
-                "loss.r1_gamma=0",  # the same arithmetic as the reference loops, which have no penalty
                 f"trainer.device={device}",
                 f"trainer.batch_size={batch}",
                 *UNTIL_STOPPED,

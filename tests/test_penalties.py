@@ -157,11 +157,6 @@ def test_bad_penalty_settings_are_refused(override: str, message: str) -> None:
     validate(compose_train("loss.r1_gamma=0.1", "loss.r2_gamma=0.1", "loss.reg_every=16"))
 
 
-def test_the_default_loss_takes_lazy_r1() -> None:
-    loss = compose_train().loss
-    assert (loss.name, loss.r1_gamma, loss.r2_gamma, loss.reg_every) == ("nonsaturating", 1.0, 0.0, "auto")
-
-
 def test_auto_interval_is_every_step_only_inside_a_cuda_graph() -> None:
     assert reg_interval("auto", graphed=False) == LAZY_EVERY == 4
     assert reg_interval("auto", graphed=True) == 1

@@ -33,8 +33,9 @@ def test_rpgan_with_r1_and_r2_logs_both_penalties(tmp_path: Path, mnist_root: Pa
     assert "grad_norm/Dreg" not in last  # every step: inside D's own update
 
 
-def test_the_default_run_takes_lazy_r1_and_says_so(tmp_path: Path, mnist_root: Path) -> None:
-    res = run_cli(*TINY, f"data.root={mnist_root}", "trainer.steps=5", "hydra.run.dir=r", cwd=tmp_path)
+def test_auto_interval_is_lazy_on_the_cpu_and_says_so(tmp_path: Path, mnist_root: Path) -> None:
+    auto = ["loss.r1_gamma=1", "loss.reg_every=auto", "trainer.steps=5"]
+    res = run_cli(*TINY, f"data.root={mnist_root}", *auto, "hydra.run.dir=r", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert (
         "penalties: R1 gamma 1, lazily, every 4 D steps with weight x4 (loss.reg_every=auto: the step runs "
