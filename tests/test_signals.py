@@ -40,6 +40,13 @@ def wait_for_training(run: Path, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.02)
 
 
+def wait_for_file(path: Path, proc: subprocess.Popen[str], failure: str) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, failure
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_and_exits_with_a_resume_hint(tmp_path: Path, sig: signal.Signals) -> None:
@@ -178,10 +185,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "starting").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "the run did not reach its plugins"
-        time.sleep(0.02)
+    wait_for_file(tmp_path / "starting", proc, "the run did not reach its plugins")
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
@@ -189,9 +193,23 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists(), "a run stopped before it trained leaves no folder"
 
 
+SLOW_TORCH_IMPORT = """
+import pathlib, sys, time
+class SlowTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            pathlib.Path("importing").write_text("")
+            time.sleep(60)
+        return None
+sys.meta_path.insert(0, SlowTorch())
+"""
+
+
 @pytest.mark.parametrize("name", ["gan-train", "gan-sample"])
 def test_ctrl_c_while_importing_is_one_line_and_130(tmp_path: Path, name: str) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    """A sitecustomize that holds the first import of torch, where the command's imports begin."""
+    (tmp_path / "sitecustomize.py").write_text(SLOW_TORCH_IMPORT)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tmp_path)}
     proc = subprocess.Popen(
         [script(name), "--help"],
         cwd=tmp_path,
@@ -200,7 +218,7 @@ def test_ctrl_c_while_importing_is_one_line_and_130(tmp_path: Path, name: str) -
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)  # in the imports of torch and Hydra, which take seconds
+    wait_for_file(tmp_path / "importing", proc, "the command did not reach its imports")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
