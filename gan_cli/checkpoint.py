@@ -161,6 +161,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool 
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except FileNotFoundError as err:  # removed after the check above (a running job rotates its files)
+        raise CheckpointError(f"checkpoint {path} does not exist (it was removed while being read)") from err
     except pickle.UnpicklingError as err:
         if not re.search(r"global", str(err), re.I):  # not a refused object: bytes that are no pickle
             raise CheckpointError(

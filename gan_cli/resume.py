@@ -142,6 +142,18 @@ def _checkpoints(run: Path) -> list[Path]:
     return [p for p in [folder / "last.pt", *reversed(ckpt.numbered(folder))] if p.is_file()]
 
 
+def _newest_write(run: Path) -> float:
+    """When a run last wrote a checkpoint. A run still training rotates its numbered checkpoints, so a
+    file listed a moment ago may be gone: it is skipped."""
+    times = []
+    for path in _checkpoints(run):
+        try:
+            times.append(path.stat().st_mtime)
+        except FileNotFoundError:
+            continue
+    return max(times, default=0.0)
+
+
 def run_dirs(root: Path) -> Iterator[Path]:
     """Folders under `root` (and root itself) that hold checkpoints, without descending into runs."""
     if not root.is_dir():
@@ -176,7 +188,7 @@ def auto_run(root: Path, now: dict[str, Any]) -> tuple[Path | None, int]:
 
     A run whose last.pt is damaged is judged by its newest readable numbered checkpoint, so it is
     continued from there rather than started afresh beside it."""
-    found = sorted(run_dirs(root), key=lambda d: max(p.stat().st_mtime for p in _checkpoints(d)))
+    found = sorted(run_dirs(root), key=_newest_write)
     found.reverse()  # newest first
     differing = 0
     for run in found:

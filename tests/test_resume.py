@@ -118,6 +118,22 @@ def test_auto_resume_starts_afresh_when_nothing_matches(tmp_path: Path) -> None:
     assert [r["step"] for r in records(tmp_path)] == [2, 4, 6, 8], "another config: a fresh run"
 
 
+def test_auto_resume_skips_a_checkpoint_rotated_away_while_it_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    setup = make_cfg(run, "trainer.steps=4", "trainer.checkpoint_every=2")
+    train(setup)
+    listed = resume._checkpoints(run)
+    gone = run / "checkpoints" / "step_000000.pt"  # listed, then deleted by the run's rotation
+    monkeypatch.setattr(resume, "_checkpoints", lambda folder: [*listed, gone] if folder == run else [])
+    now = ckpt.load(run / "checkpoints" / "last.pt")["config"]
+    assert resume.auto_run(tmp_path, now) == (run, 0)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError(2, "gone")))
+    with pytest.raises(CheckpointError, match="was removed while being read"):
+        ckpt.load(run / "checkpoints" / "last.pt")
+
+
 def test_changed_config_is_refused_with_the_keys_listed(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(make_cfg(run, "trainer.steps=4"))
