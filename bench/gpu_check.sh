@@ -12,20 +12,9 @@
 set -u
 cd "$(dirname "$0")/.."
 DATA="${1:-./.gpudata}"
-PY="${PYTHON:-python3}"
-if [ -n "${OUT:-}" ]; then
-    mkdir -p "$OUT"
-    exec > >(tee -a "$OUT/gpu_check.log") 2>&1
-fi
-export PYTHONUNBUFFERED=1
-
-SITE="$(mktemp -d /tmp/gan_cli_site.XXXXXX)"
-cp -r gan_cli "$SITE/gan_cli" && cp -r configs "$SITE/gan_cli/configs" || exit 1
-export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-
-echo "== environment ($(date -u '+%Y-%m-%d %H:%M UTC'))"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PY" -c "import torch, torchvision, hydra, omegaconf; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'hydra', hydra.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.get_device_name())" || exit 1
+LOG_NAME=gpu_check.log
+# shellcheck source=bench/gpu_env.sh
+source bench/gpu_env.sh || exit 1
 [ -d "$DATA/MNIST/raw" ] || { echo "no $DATA/MNIST/raw: pass the folder that holds MNIST/raw"; exit 1; }
 
 echo
@@ -42,6 +31,5 @@ bench=$?
 
 echo
 echo "== summary: compare_paths exit $compare, throughput exit $bench"
-rm -rf "$SITE"
 [ $compare -eq 0 ] || exit 1
 exit 0

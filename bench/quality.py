@@ -8,6 +8,10 @@ A folder of images (`--datasets image_folder --image-folder PATH --image-size 32
 against all its images; it has no second split, so no floor is reported for it. The presets
 (`--setups small_data r3gan_cifar10 sngan_cifar10`) run with the data set and size given here.
 
+`--metrics` with no name only trains; `--samples-out DIR` keeps each run's generated images (uint8 .npz, as
+`gan-sample format=npz` writes them), and `--score NPZ` measures such a file later, on a machine that has
+the Inception weights (bench/gpu_r3gan.sh trains on a GPU and scores here).
+
 Both sides use the same number of images for the floor: `--n` real training images vs the test
 split, exactly as `--n` generated images vs the test split. Real-set features and classifiers are
 cached (GAN_CLI_CACHE, default ~/.cache/gan_cli), so a second run only pays for the generated side.
@@ -22,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 
@@ -90,7 +95,11 @@ def main() -> None:
     parser.add_argument(
         "--overrides", nargs="*", default=[], help="extra gan-train overrides for every setup"
     )
-    parser.add_argument("--metrics", nargs="+", default=METRICS, choices=METRICS, help="what to measure")
+    parser.add_argument(
+        "--metrics", nargs="*", default=METRICS, choices=METRICS, help="what to measure (none: only train)"
+    )
+    parser.add_argument("--samples-out", help="folder for each run's generated images (.npz)")
+    parser.add_argument("--score", metavar="NPZ", help="measure these saved images instead of training")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench/quality_runs", help="run folders and results.json")
     args = parser.parse_args()
@@ -107,7 +116,12 @@ def main() -> None:
         floor: dict[str, float] = {}
         if "classifier" in args.metrics and not classifier_path(name, 28).is_file():
             train_classifier(name, args.data, 28, device, epochs=DEFAULT_EPOCHS.get(name, 4))
-        if "split" in data_cfg:
+        if args.score:
+            images = torch.from_numpy(np.load(args.score)["images"]).permute(0, 3, 1, 2).contiguous()
+            scores = measure(images, data_cfg, args.n_real, device, metrics=args.metrics)
+            rows.append({"data": name, "what": f"{args.score} ({len(images)} images)", **scores})
+            continue
+        if "split" in data_cfg and args.metrics:
             train_set = real_set(data_cfg, "train", args.n)
             floor = measure(train_set.images, data_cfg, args.n_real, device, train_set, args.metrics)
             rows.append({"data": name, "what": f"real train images (floor), n={args.n}", **floor})
@@ -131,7 +145,14 @@ def main() -> None:
             minutes = (time.perf_counter() - t0) / 60
             G, run_cfg, _ = load_generator(run_dir, device)
             fake = generate(G, args.n, int(run_cfg.model.z_dim), device, seed=1)
-            scores = measure(fake, data_cfg, args.n_real, device, metrics=args.metrics)
+            if args.samples_out:
+                npz = Path(args.samples_out) / f"{run_dir.name}_samples.npz"
+                npz.parent.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(npz, images=fake.permute(0, 2, 3, 1).numpy())
+                logging.info("wrote %d generated images to %s", len(fake), npz)
+            scores = {}
+            if args.metrics:
+                scores = measure(fake, data_cfg, args.n_real, device, metrics=args.metrics)
             rows.append(
                 {
                     "data": name,
@@ -139,6 +160,8 @@ def main() -> None:
                     "steps": result["step"],
                     "epochs": round(result["epoch"], 2),
                     "train_minutes": round(minutes, 1),
+                    "images_per_s": round(result["perf/images_per_s_mean"], 1),  # the whole run, its end too
+                    "images_per_s_last": round(result.get("perf/images_per_s", 0.0), 1),  # last logged steps
                     **({"fid_x_floor": scores["fid"] / floor["fid"]} if "fid" in floor else {}),
                     **scores,
                 }
@@ -146,16 +169,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     cols = ["fid", "kid", "classes_covered", "class_kl", "classifier_is", "classifier_fid"]
-    print("| data | what | steps | FID | ×floor | KID | classes | class KL | clf IS | clf FID |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| data | what | steps | img/s | FID | ×floor | KID | classes | class KL | clf IS | clf FID |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        ratio = f"{r['fid_x_floor']:.1f}×" if "fid_x_floor" in r else ("1×" if "steps" not in r else "-")
+        ratio = f"{r['fid_x_floor']:.1f}×" if "fid_x_floor" in r else ("1×" if "floor" in r["what"] else "-")
         vals = [f"{r[c]:.4g}" if c in r else "-" for c in cols]
-        print(
-            f"| {r['data']} | {r['what']} | {r.get('steps', '')} | {vals[0]} | {ratio} | "
-            + " | ".join(vals[1:])
-            + " |"
-        )
+        head = [r["data"], r["what"], r.get("steps", ""), r.get("images_per_s", ""), vals[0], ratio]
+        print("| " + " | ".join(str(v) for v in [*head, *vals[1:]]) + " |")
 
 
 if __name__ == "__main__":
