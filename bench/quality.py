@@ -143,14 +143,15 @@ def main() -> None:
             t0 = time.perf_counter()
             result = train(cfg, run_dir)
             minutes = (time.perf_counter() - t0) / 60
-            G, run_cfg, _ = load_generator(run_dir, device)
-            fake = generate(G, args.n, int(run_cfg.model.z_dim), device, seed=1)
+            scores = {}
+            if args.metrics or args.samples_out:  # neither: no images to generate
+                G, run_cfg, _ = load_generator(run_dir, device)
+                fake = generate(G, args.n, int(run_cfg.model.z_dim), device, seed=1)
             if args.samples_out:
                 npz = Path(args.samples_out) / f"{run_dir.name}_samples.npz"
                 npz.parent.mkdir(parents=True, exist_ok=True)
                 np.savez_compressed(npz, images=fake.permute(0, 2, 3, 1).numpy())
                 logging.info("wrote %d generated images to %s", len(fake), npz)
-            scores = {}
             if args.metrics:
                 scores = measure(fake, data_cfg, args.n_real, device, metrics=args.metrics)
             rows.append(
