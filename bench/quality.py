@@ -34,9 +34,11 @@ import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registrations)
 from gan_cli.checkpoint import load_generator
+from gan_cli.evaluation import balanced_labels
 from gan_cli.metrics import Evaluation, RealSet, evaluate
 from gan_cli.metrics.classifier import DEFAULT_EPOCHS, classifier_path, train_classifier
 from gan_cli.metrics.reference import generate, real_set
+from gan_cli.models import label_classes
 from gan_cli.train import train
 
 METRICS = ["fid", "kid", "classifier"]
@@ -145,8 +147,10 @@ def main() -> None:
             minutes = (time.perf_counter() - t0) / 60
             scores = {}
             if args.metrics or args.samples_out:  # neither: no images to generate
-                G, run_cfg, _ = load_generator(run_dir, device)
-                fake = generate(G, args.n, int(run_cfg.model.z_dim), device, seed=1)
+                G, run_cfg, state = load_generator(run_dir, device)
+                classes = label_classes(run_cfg.model, state.num_classes)  # conditional: every class equally
+                labels = balanced_labels(args.n, classes) if classes else None
+                fake = generate(G, args.n, int(run_cfg.model.z_dim), device, labels=labels, seed=1)
             if args.samples_out:
                 npz = Path(args.samples_out) / f"{run_dir.name}_samples.npz"
                 npz.parent.mkdir(parents=True, exist_ok=True)

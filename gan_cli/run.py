@@ -261,7 +261,8 @@ def build_run(
         data = build_data(cfg.data)
     log.info("data: %s", data_summary(str(cfg.data.name), data))
     num_workers = int(cfg.data.get("num_workers", 2))
-    batches = Batches(data, t_cfg.batch_size, device, t_cfg.seed, num_workers, shard=dist.shard)
+    mirror = bool(cfg.data.get("mirror", False))
+    batches = Batches(data, t_cfg.batch_size, device, t_cfg.seed, num_workers, dist.shard, mirror)
     if cfg.augment.name != "none" and data.kind != "image":
         raise ConfigError(f"augment={cfg.augment.name} needs image data; data={cfg.data.name} holds points")
     G, D = build_models(cfg.model, data)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gan_cli.datasets import Batches, build_data
+from gan_cli.datasets import Batches, Data, build_data
 from gan_cli.train import train
 from tests.conftest import QUICK, run_cli
 from tests.test_config import compose_train
@@ -101,6 +101,45 @@ def test_batches_cover_an_epoch_once_on_device(mnist_root: Path) -> None:
     assert sorted(seen.tolist()) == sorted(data.labels.tolist())  # type: ignore[union-attr]
     x, _ = batches.next()
     assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+
+
+class _Images(torch.utils.data.Dataset):
+    """The same images as a Dataset of (uint8 image, label) pairs, as a streamed folder gives them."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], i
+
+
+def test_mirror_flips_a_seeded_half_the_same_way_in_memory_streamed_and_resumed() -> None:
+    images = torch.randint(0, 256, (40, 1, 4, 4), dtype=torch.uint8)
+    held = Data("image", (1, 4, 4), 40, tensor=images, labels=torch.arange(40))
+    streamed = Data("image", (1, 4, 4), 40, dataset=_Images(images))
+    cpu = torch.device("cpu")
+
+    def epochs(data: Data, mirror: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        b = Batches(data, 8, cpu, seed=3, num_workers=0, mirror=mirror)
+        return [b.next() for _ in range(2 * b.per_epoch)]
+
+    plain, mirrored = epochs(held, False), epochs(held, True)
+    flipped = 0
+    for (x, y), (xm, ym) in zip(plain, mirrored, strict=True):
+        assert torch.equal(y, ym), "mirroring keeps the order"
+        same = (xm == x).flatten(1).all(1)
+        flips = (xm == x.flip(-1)).flatten(1).all(1)
+        assert bool((same | flips).all()), "each image is itself or its mirror image"
+        flipped += int((flips & ~same).sum())
+    assert 20 <= flipped <= 60, f"about half of 80 images are flipped, not {flipped}"
+    for (x, y), (xs, ys) in zip(mirrored, epochs(streamed, True), strict=True):
+        assert torch.equal(x, xs) and torch.equal(y, ys), "a streamed folder is mirrored the same way"
+    resumed = Batches(held, 8, cpu, seed=3, num_workers=0, mirror=True)
+    resumed.seek(1, 2)
+    assert torch.equal(resumed.next()[0], mirrored[5 + 2][0]), "a resumed run mirrors the same images"
 
 
 def test_data_root_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

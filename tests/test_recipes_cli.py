@@ -117,6 +117,17 @@ def test_ada_probability_is_logged_and_resumes(tmp_path: Path, mnist_root: Path)
     assert same_weights(load(cut), load(whole))
 
 
+def test_mirror_changes_the_images_d_sees_and_is_recorded(tmp_path: Path, mnist_root: Path) -> None:
+    plain = gan_train(tmp_path, mnist_root, "trainer.steps=3", run="plain")
+    mirrored = gan_train(tmp_path, mnist_root, "trainer.steps=3", "data.mirror=true", run="mirrored")
+    assert load(mirrored)["config"]["data"]["mirror"] is True
+    assert not same_weights(load(plain), load(mirrored)), "the flipped images train a different D"
+    res = run_cli(
+        "debug=tiny", "experiment=gaussians_demo", "data.mirror=true", "hydra.run.dir=p", cwd=tmp_path
+    )
+    assert res.returncode == 2 and "Could not override 'data.mirror'" in res.stderr, "points have no mirror"
+
+
 def test_diffaugment_trains_and_points_are_refused(tmp_path: Path, mnist_root: Path) -> None:
     run = gan_train(tmp_path, mnist_root, "augment=diffaugment")
     assert math.isfinite(records(run)[-1]["loss/D"])

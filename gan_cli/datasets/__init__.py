@@ -109,6 +109,13 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=gen)
 
 
+def epoch_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of an epoch's n positions are mirrored (data.mirror): a pure function of (seed, epoch), drawn
+    apart from the order's stream, so a resumed run mirrors the same images."""
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch + 0x5EED_F11B) % 2**64)
+    return torch.rand(n, generator=gen) < 0.5
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """Loader workers leave Ctrl-C and SIGTERM (sent to the whole process group) to the main process,
     which stops at a step boundary with a checkpoint and then shuts the workers down."""
@@ -142,6 +149,8 @@ class Batches:
     `position` (epoch, batch index) is all the state needed to continue the same order after a resume.
     With `shard=(rank, world)` (several processes) `batch_size` is the global batch and this process
     gets rows [rank * b, (rank + 1) * b) of each, b = batch_size // world: disjoint shards of one order.
+    With `mirror` a seeded half of each epoch's images is flipped left to right (StyleGAN's x-flips:
+    twice the distinct images, for data whose mirror image is as likely as the image).
     """
 
     def __init__(
@@ -152,6 +161,7 @@ class Batches:
         seed: int,
         num_workers: int = 2,
         shard: tuple[int, int] = (0, 1),
+        mirror: bool = False,
     ):
         n = len(data)
         if n < batch_size:
@@ -160,12 +170,13 @@ class Batches:
                 f"lower trainer.batch_size to at most {n} or add data"
             )
         self.data, self.batch_size, self.device, self.seed = data, batch_size, device, seed
-        self.num_workers = num_workers
+        self.num_workers, self.mirror = num_workers, mirror
         self.per_epoch = n // batch_size
         self.rank, self.world = shard
         self.local_batch = batch_size // self.world
         self.epoch, self.index = 0, 0
         self._order: torch.Tensor | None = None
+        self._flips: torch.Tensor | None = None  # with mirror: which rows of this epoch's batches to flip
         self._loader_iter: Any = None
         if data.tensor is not None:
             self._images = data.tensor.to(device)
@@ -197,8 +208,11 @@ class Batches:
     def _start_epoch(self) -> None:
         order = epoch_permutation(len(self.data), self.seed, self.epoch)
         order = order[: self.per_epoch * self.batch_size]
+        flips = epoch_flips(len(order), self.seed, self.epoch)
         if self.world > 1:
             order = order.view(self.per_epoch, self.world, self.local_batch)[:, self.rank].reshape(-1)
+            flips = flips.view(self.per_epoch, self.world, self.local_batch)[:, self.rank].reshape(-1)
+        self._flips = flips.to(self.device) if self.mirror else None
         if self.data.tensor is not None:
             self._order = order.to(self.device)
         else:
@@ -241,6 +255,9 @@ class Batches:
                 raise
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
+        if self._flips is not None:
+            flip = self._flips[self.index * self.local_batch : (self.index + 1) * self.local_batch]
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         self.index += 1
         return to_unit_range(x), y
 

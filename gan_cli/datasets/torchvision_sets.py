@@ -27,6 +27,7 @@ class TorchvisionDataConfig:
     limit: Any = MISSING  # train on a seeded subset of this many images (null: all)
     classes: Any = MISSING  # train on these class numbers only (null: all)
     subset_seed: int = MISSING  # seeds the choice of data.limit images
+    mirror: bool = MISSING  # flip a seeded half of each epoch's images left to right
 
 
 store_schema("data", "torchvision", TorchvisionDataConfig)
