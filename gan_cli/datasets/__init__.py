@@ -103,17 +103,22 @@ def to_unit_range(batch: torch.Tensor) -> torch.Tensor:
     return batch
 
 
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A generator seeded by (seed, epoch) alone, so a resumed run draws the same; `stream` keeps
+    independent draws of one epoch apart."""
+    return torch.Generator().manual_seed(
+        (seed * 1_000_003 + epoch + stream) % 2**64
+    )  # the range seeds may take
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of epoch `epoch`: a pure function of (seed, epoch), so a resumed run sees the same order."""
-    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)  # the range seeds may take
-    return torch.randperm(n, generator=gen)
+    return torch.randperm(n, generator=epoch_generator(seed, epoch))
 
 
 def epoch_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """Which of an epoch's n positions are mirrored (data.mirror): a pure function of (seed, epoch), drawn
-    apart from the order's stream, so a resumed run mirrors the same images."""
-    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch + 0x5EED_F11B) % 2**64)
-    return torch.rand(n, generator=gen) < 0.5
+    """Which of an epoch's n positions are mirrored (data.mirror), drawn apart from the order."""
+    return torch.rand(n, generator=epoch_generator(seed, epoch, stream=0x5EED_F11B)) < 0.5
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -205,14 +210,18 @@ class Batches:
     def epochs_done(self) -> float:
         return self.epoch + self.index / self.per_epoch
 
+    def _shard(self, rows: torch.Tensor) -> torch.Tensor:
+        """This process's rows of an epoch's batch positions (all of them in a single process)."""
+        if self.world == 1:
+            return rows
+        return rows.view(self.per_epoch, self.world, self.local_batch)[:, self.rank].reshape(-1)
+
     def _start_epoch(self) -> None:
         order = epoch_permutation(len(self.data), self.seed, self.epoch)
-        order = order[: self.per_epoch * self.batch_size]
-        flips = epoch_flips(len(order), self.seed, self.epoch)
-        if self.world > 1:
-            order = order.view(self.per_epoch, self.world, self.local_batch)[:, self.rank].reshape(-1)
-            flips = flips.view(self.per_epoch, self.world, self.local_batch)[:, self.rank].reshape(-1)
-        self._flips = flips.to(self.device) if self.mirror else None
+        order = self._shard(order[: self.per_epoch * self.batch_size])
+        if self.mirror:
+            flips = epoch_flips(self.per_epoch * self.batch_size, self.seed, self.epoch)
+            self._flips = self._shard(flips).to(self.device)
         if self.data.tensor is not None:
             self._order = order.to(self.device)
         else:
@@ -229,7 +238,7 @@ class Batches:
                     persistent_workers=False,
                     # its own seed source, so the global RNG (and a resume) does not depend on
                     # where in an epoch the loader was started
-                    generator=torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**64),
+                    generator=epoch_generator(self.seed, self.epoch),
                     worker_init_fn=_ignore_stop_signals,
                 )
             )
