@@ -21,7 +21,7 @@ install: $(BIN)/gan-train  ## create .venv (if missing) and install the package,
 test: install  ## lint, type-check and run every test
 	$(BIN)/ruff check gan_cli tests bench
 	$(BIN)/ruff format --check gan_cli tests bench
-	$(BIN)/mypy gan_cli
+	$(BIN)/mypy gan_cli bench
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 $(ARGS)
 
 test-fast: install  ## the tests not marked slow

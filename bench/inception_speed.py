@@ -9,7 +9,7 @@ import time
 import torch
 
 from gan_cli.metrics import FEATURES
-from gan_cli.metrics.reference import extract
+from gan_cli.metrics.base import extract
 
 
 def main() -> None:

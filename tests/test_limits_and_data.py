@@ -52,12 +52,12 @@ def test_a_run_without_limits_trains_the_default_epochs(tmp_path: Path, mnist_ro
 
 
 def test_minutes_alone_are_not_cut_short_by_the_default_epochs(tmp_path: Path, mnist_root: Path) -> None:
-    args = [*FEW_LOGS, "model=mlp", f"data.root={mnist_root}", "trainer.max_minutes=0.05"]
+    args = [*FEW_LOGS, "model=mlp", f"data.root={mnist_root}", "trainer.max_minutes=0.1"]
     res = run_cli(*args, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] > 80
-    assert "ended by trainer.max_minutes=0.05" in res.stderr.strip().splitlines()[-1]
+    assert "ended by trainer.max_minutes=0.1" in res.stderr.strip().splitlines()[-1]
 
 
 def test_epochs_limit_is_named_at_the_end(tmp_path: Path, mnist_root: Path) -> None:
