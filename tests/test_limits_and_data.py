@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.utils.data import TensorDataset
 
 from gan_cli.datasets import Batches, Data, build_data
 from gan_cli.train import train
@@ -103,23 +104,12 @@ def test_batches_cover_an_epoch_once_on_device(mnist_root: Path) -> None:
     assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
 
 
-class _Images(torch.utils.data.Dataset):
-    """The same images as a Dataset of (uint8 image, label) pairs, as a streamed folder gives them."""
-
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], i
-
-
 def test_mirror_flips_a_seeded_half_the_same_way_in_memory_streamed_and_resumed() -> None:
     images = torch.randint(0, 256, (40, 1, 4, 4), dtype=torch.uint8)
     held = Data("image", (1, 4, 4), 40, tensor=images, labels=torch.arange(40))
-    streamed = Data("image", (1, 4, 4), 40, dataset=_Images(images))
+    streamed = Data(
+        "image", (1, 4, 4), 40, dataset=TensorDataset(images, torch.arange(40))
+    )  # as a folder streams
     cpu = torch.device("cpu")
 
     def epochs(data: Data, mirror: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:

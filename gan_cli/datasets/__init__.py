@@ -105,10 +105,8 @@ def to_unit_range(batch: torch.Tensor) -> torch.Tensor:
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     """A generator seeded by (seed, epoch) alone, so a resumed run draws the same; `stream` keeps
-    independent draws of one epoch apart."""
-    return torch.Generator().manual_seed(
-        (seed * 1_000_003 + epoch + stream) % 2**64
-    )  # the range seeds may take
+    independent draws of one epoch apart. The seed is taken modulo 2**64, the range seeds may take."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch + stream) % 2**64)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
