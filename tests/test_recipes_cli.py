@@ -46,6 +46,16 @@ def test_auto_interval_is_lazy_on_the_cpu_and_says_so(tmp_path: Path, mnist_root
     assert logged[1]["loss/r1"] == logged[0]["loss/r1"] != logged[4]["loss/r1"], "R1 on steps 1 and 5"
 
 
+def test_the_r1_mnist_preset_trains_with_lazy_r1_at_adam_8e4(tmp_path: Path, mnist_root: Path) -> None:
+    args = ["experiment=dcgan_r1_mnist", f"data.root={mnist_root}", "trainer.steps=5", "hydra.run.dir=r"]
+    res = run_cli(*TINY, *args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "penalties: R1 gamma 1, lazily, every 4 D steps with weight x4" in res.stderr
+    logged = records(tmp_path / "r")
+    assert len(logged) == 5 and {(r["lr/G"], r["lr/D"]) for r in logged} == {(8e-4, 8e-4)}
+    assert logged[0]["loss/r1"] > 0 and logged[1]["loss/r1"] == logged[0]["loss/r1"] != logged[4]["loss/r1"]
+
+
 def test_a_resumed_run_keeps_lazy_r1_on_its_schedule(tmp_path: Path, mnist_root: Path) -> None:
     lazy = ["loss.r1_gamma=1", "loss.reg_every=4", "trainer.steps=8"]
     whole = gan_train(tmp_path, mnist_root, *lazy, run="whole")
