@@ -8,9 +8,11 @@ A folder of images (`--datasets image_folder --image-folder PATH --image-size 32
 against all its images; it has no second split, so no floor is reported for it. The presets
 (`--setups small_data r3gan_cifar10 sngan_cifar10`) run with the data set and size given here.
 
-`--metrics` with no name only trains; `--samples-out DIR` keeps each run's generated images (uint8 .npz, as
-`gan-sample format=npz` writes them), and `--score NPZ` measures such a file later, on a machine that has
-the Inception weights (bench/gpu_r3gan.sh trains on a GPU and scores here).
+`--ema-decays 0.9995 0.9999` keeps more moving averages of G beside the configured one through the same
+run and measures each (0: the raw G), so one run compares decays. `--metrics` with no name only trains;
+`--samples-out DIR` keeps each run's generated images (uint8 .npz, as `gan-sample format=npz` writes
+them), and `--score NPZ` measures such a file later, on a machine that has the Inception weights
+(bench/gpu_r3gan.sh trains on a GPU and scores here).
 
 Both sides use the same number of images for the floor: `--n` real training images vs the test
 split, exactly as `--n` generated images vs the test split. Real-set features and classifiers are
@@ -34,11 +36,14 @@ import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registrations)
 from gan_cli.checkpoint import load_generator
+from gan_cli.ema import EMA
 from gan_cli.evaluation import balanced_labels
+from gan_cli.graphs import StepFn
 from gan_cli.metrics import Evaluation, RealSet, evaluate
 from gan_cli.metrics.classifier import DEFAULT_EPOCHS, classifier_path, train_classifier
 from gan_cli.metrics.reference import generate, real_set
 from gan_cli.models import label_classes
+from gan_cli.step import TrainStep
 from gan_cli.train import train
 
 METRICS = ["fid", "kid", "classifier"]
@@ -67,6 +72,35 @@ def measure(
 ) -> dict[str, float]:
     ev = Evaluation(fake=fake, real=real_set(data_cfg, "test", n_real), device=device, fake_set=fake_set)
     return {k.removeprefix("metrics/"): v for k, v in evaluate(metrics, ev).items()}
+
+
+class Averages:
+    """Moving averages of G with other decays, updated after every step of a run (`--ema-decays`)."""
+
+    def __init__(self, decays: list[float]) -> None:
+        self.decays = decays
+        self.G: torch.nn.Module | None = None
+        self.emas: dict[float, EMA] = {}
+
+    def wrap(self, step: StepFn) -> StepFn:
+        assert isinstance(step, TrainStep)
+        nets = step.nets
+        self.G = nets.ema.G if nets.ema is not None else nets.G
+        self.emas = {d: EMA(self.G, d) for d in self.decays if d > 0}
+
+        def stepped(batches: Any) -> torch.Tensor:
+            out = step(batches)
+            for ema in self.emas.values():
+                ema.update()
+            return out
+
+        return stepped
+
+    def generators(self, z_dim: int, device: torch.device, classes: int) -> dict[float, torch.nn.Module]:
+        """decay -> the network that samples for it (0: G itself, with its running statistics)."""
+        assert self.G is not None, "the run has not started"
+        nets = {d: ema.eval_model(z_dim, device, classes) for d, ema in self.emas.items()}
+        return {0.0: self.G.eval(), **nets} if 0 in self.decays else nets
 
 
 def data_overrides(name: str, args: argparse.Namespace) -> list[str]:
@@ -102,6 +136,13 @@ def main() -> None:
     )
     parser.add_argument("--samples-out", help="folder for each run's generated images (.npz)")
     parser.add_argument("--score", metavar="NPZ", help="measure these saved images instead of training")
+    parser.add_argument(
+        "--ema-decays",
+        nargs="*",
+        type=float,
+        default=[],
+        help="more moving averages of G to measure (0: raw G)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench/quality_runs", help="run folders and results.json")
     args = parser.parse_args()
@@ -143,7 +184,8 @@ def main() -> None:
             with initialize_config_module("gan_cli.configs", version_base="1.3"):
                 cfg = compose("train", overrides=overrides)
             t0 = time.perf_counter()
-            result = train(cfg, run_dir)
+            averages = Averages(args.ema_decays)
+            result = train(cfg, run_dir, wrap_step=averages.wrap if args.ema_decays else None)
             minutes = (time.perf_counter() - t0) / 60
             scores = {}
             if args.metrics or args.samples_out:  # neither: no images to generate
@@ -158,6 +200,13 @@ def main() -> None:
                 logging.info("wrote %d generated images to %s", len(fake), npz)
             if args.metrics:
                 scores = measure(fake, data_cfg, args.n_real, device, metrics=args.metrics)
+            extras = averages.generators(int(cfg.model.z_dim), device, classes) if args.metrics else {}
+            for decay, net in extras.items():
+                other = generate(net, args.n, int(cfg.model.z_dim), device, labels=labels, seed=1)
+                other_scores = measure(other, data_cfg, args.n_real, device, metrics=args.metrics)
+                x_floor = {"fid_x_floor": other_scores["fid"] / floor["fid"]} if "fid" in floor else {}
+                what = " ".join([setup, *args.overrides, "(raw G)" if decay == 0 else f"(EMA {decay})"])
+                rows.append({"data": name, "what": what, **x_floor, **other_scores})
             rows.append(
                 {
                     "data": name,
