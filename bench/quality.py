@@ -74,6 +74,11 @@ def measure(
     return {k.removeprefix("metrics/"): v for k, v in evaluate(metrics, ev).items()}
 
 
+def against_floor(scores: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
+    """FID as a multiple of the real-data floor's, where both were measured."""
+    return {"fid_x_floor": scores["fid"] / floor["fid"]} if "fid" in floor and "fid" in scores else {}
+
+
 class Averages:
     """Moving averages of G with other decays, updated after every step of a run (`--ema-decays`)."""
 
@@ -200,13 +205,16 @@ def main() -> None:
                 logging.info("wrote %d generated images to %s", len(fake), npz)
             if args.metrics:
                 scores = measure(fake, data_cfg, args.n_real, device, metrics=args.metrics)
-            extras = averages.generators(int(cfg.model.z_dim), device, classes) if args.metrics else {}
+            extras = {}
+            if args.metrics and args.ema_decays:
+                extras = averages.generators(int(cfg.model.z_dim), device, classes)
             for decay, net in extras.items():
                 other = generate(net, args.n, int(cfg.model.z_dim), device, labels=labels, seed=1)
                 other_scores = measure(other, data_cfg, args.n_real, device, metrics=args.metrics)
-                x_floor = {"fid_x_floor": other_scores["fid"] / floor["fid"]} if "fid" in floor else {}
                 what = " ".join([setup, *args.overrides, "(raw G)" if decay == 0 else f"(EMA {decay})"])
-                rows.append({"data": name, "what": what, **x_floor, **other_scores})
+                rows.append(
+                    {"data": name, "what": what, **against_floor(other_scores, floor), **other_scores}
+                )
             rows.append(
                 {
                     "data": name,
@@ -216,7 +224,7 @@ def main() -> None:
                     "train_minutes": round(minutes, 1),
                     "images_per_s": round(result["perf/images_per_s_mean"], 1),  # the whole run, its end too
                     "images_per_s_last": round(result.get("perf/images_per_s", 0.0), 1),  # last logged steps
-                    **({"fid_x_floor": scores["fid"] / floor["fid"]} if "fid" in floor else {}),
+                    **against_floor(scores, floor),
                     **scores,
                 }
             )
