@@ -103,6 +103,8 @@ class Averages:
 
     def generators(self, z_dim: int, device: torch.device, classes: int) -> dict[float, torch.nn.Module]:
         """decay -> the network that samples for it (0: G itself, with its running statistics)."""
+        if not self.decays:  # no --ema-decays: the run's step was not wrapped
+            return {}
         assert self.G is not None, "the run has not started"
         nets = {d: ema.eval_model(z_dim, device, classes) for d, ema in self.emas.items()}
         return {0.0: self.G.eval(), **nets} if 0 in self.decays else nets
@@ -205,9 +207,7 @@ def main() -> None:
                 logging.info("wrote %d generated images to %s", len(fake), npz)
             if args.metrics:
                 scores = measure(fake, data_cfg, args.n_real, device, metrics=args.metrics)
-            extras = {}
-            if args.metrics and args.ema_decays:
-                extras = averages.generators(int(cfg.model.z_dim), device, classes)
+            extras = averages.generators(int(cfg.model.z_dim), device, classes) if args.metrics else {}
             for decay, net in extras.items():
                 other = generate(net, args.n, int(cfg.model.z_dim), device, labels=labels, seed=1)
                 other_scores = measure(other, data_cfg, args.n_real, device, metrics=args.metrics)
