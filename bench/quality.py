@@ -9,10 +9,11 @@ against all its images; it has no second split, so no floor is reported for it. 
 (`--setups small_data r3gan_cifar10 sngan_cifar10`) run with the data set and size given here.
 
 `--ema-decays 0.9995 0.9999` keeps more moving averages of G beside the configured one through the same
-run and measures each (0: the raw G), so one run compares decays. `--metrics` with no name only trains;
-`--samples-out DIR` keeps each run's generated images (uint8 .npz, as `gan-sample format=npz` writes
-them), and `--score NPZ` measures such a file later, on a machine that has the Inception weights
-(bench/gpu_r3gan.sh trains on a GPU and scores here).
+run and measures each (0: the raw G), so one run compares decays; `--ema-ramp 5` gives those extra
+averages another warm-up ramp, min(decay, (1 + t) / (ramp + t)), in place of the default 10.
+`--metrics` with no name only trains; `--samples-out DIR` keeps each run's generated images (uint8
+.npz, as `gan-sample format=npz` writes them), and `--score NPZ` measures such a file later, on a
+machine that has the Inception weights (bench/gpu_r3gan.sh trains on a GPU and scores here).
 
 Both sides use the same number of images for the floor: `--n` real training images vs the test
 split, exactly as `--n` generated images vs the test split. Real-set features and classifiers are
@@ -82,8 +83,9 @@ def against_floor(scores: dict[str, float], floor: dict[str, float]) -> dict[str
 class Averages:
     """Moving averages of G with other decays, updated after every step of a run (`--ema-decays`)."""
 
-    def __init__(self, decays: list[float]) -> None:
+    def __init__(self, decays: list[float], ramp: float = 10.0) -> None:
         self.decays = decays
+        self.ramp = ramp
         self.G: torch.nn.Module | None = None
         self.emas: dict[float, EMA] = {}
 
@@ -91,7 +93,7 @@ class Averages:
         assert isinstance(step, TrainStep)
         nets = step.nets
         self.G = nets.ema.G if nets.ema is not None else nets.G
-        self.emas = {d: EMA(self.G, d) for d in self.decays if d > 0}
+        self.emas = {d: EMA(self.G, d, self.ramp) for d in self.decays if d > 0}
 
         def stepped(batches: Any) -> torch.Tensor:
             out = step(batches)
@@ -150,6 +152,9 @@ def main() -> None:
         default=[],
         help="more moving averages of G to measure (0: raw G)",
     )
+    parser.add_argument(
+        "--ema-ramp", type=float, default=10.0, help="warm-up ramp of the --ema-decays averages (default 10)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench/quality_runs", help="run folders and results.json")
     args = parser.parse_args()
@@ -191,7 +196,7 @@ def main() -> None:
             with initialize_config_module("gan_cli.configs", version_base="1.3"):
                 cfg = compose("train", overrides=overrides)
             t0 = time.perf_counter()
-            averages = Averages(args.ema_decays)
+            averages = Averages(args.ema_decays, args.ema_ramp)
             result = train(cfg, run_dir, wrap_step=averages.wrap if args.ema_decays else None)
             minutes = (time.perf_counter() - t0) / 60
             scores = {}
@@ -208,10 +213,11 @@ def main() -> None:
             if args.metrics:
                 scores = measure(fake, data_cfg, args.n_real, device, metrics=args.metrics)
             extras = averages.generators(int(cfg.model.z_dim), device, classes) if args.metrics else {}
+            ramp = "" if args.ema_ramp == 10 else f", ramp {args.ema_ramp:g}"
             for decay, net in extras.items():
                 other = generate(net, args.n, int(cfg.model.z_dim), device, labels=labels, seed=1)
                 other_scores = measure(other, data_cfg, args.n_real, device, metrics=args.metrics)
-                what = " ".join([setup, *args.overrides, "(raw G)" if decay == 0 else f"(EMA {decay})"])
+                what = " ".join([setup, *args.overrides, "(raw G)" if decay == 0 else f"(EMA {decay}{ramp})"])
                 rows.append(
                     {"data": name, "what": what, **against_floor(other_scores, floor), **other_scores}
                 )

@@ -2,8 +2,9 @@
 
 Averaging G's recent weights smooths out the oscillation of adversarial training and gives visibly
 cleaner samples and lower FID at no training cost (Yazıcı et al. 2019; StyleGAN, BigGAN). The decay
-ramps up as min(decay, (1 + t) / (10 + t)) after t updates, so early on, when G changes fast, the
-average follows it closely instead of holding on to the random initial weights.
+ramps up as min(decay, (1 + t) / (ramp + t)) after t updates (ramp 10), so early on, when G changes
+fast, the average follows it closely instead of holding on to the random initial weights. While the
+ramp binds, the average weighs step s about as s^(ramp - 2).
 
 Batch norm: the average's weights are not G's, so G's running statistics do not fit them. Before
 the average samples (grids, metrics, gan-sample), `recompute_norm_stats` replaces them with the
@@ -26,12 +27,15 @@ NORM_STATS_BATCH_SIZE = 256
 
 
 class EMA:
-    def __init__(self, G: nn.Module, decay: float) -> None:
+    def __init__(self, G: nn.Module, decay: float, ramp: float = 10.0) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        if ramp <= 1:
+            raise ValueError(f"EMA ramp must be above 1, got {ramp}")
         self.G = G
         self.model = copy.deepcopy(G).eval().requires_grad_(False)
         self.decay = decay
+        self.ramp = ramp
         device = next(G.parameters()).device
         self.num_updates = torch.zeros((), device=device)
         self._src: list[torch.Tensor] = list(G.parameters())
@@ -44,7 +48,7 @@ class EMA:
     def update(self) -> None:
         """ema <- ema + (1 - decay_t) (G - ema); buffers (batch-norm statistics) are copied."""
         self.num_updates.add_(1)
-        decay_t = torch.clamp((1 + self.num_updates) / (10 + self.num_updates), max=self.decay)
+        decay_t = torch.clamp((1 + self.num_updates) / (self.ramp + self.num_updates), max=self.decay)
         weights = [1 - decay_t] * len(self._dst)  # device tensors, never read on the host
         torch._foreach_lerp_(self._dst, self._src, weights)
         if self._dst_buf:

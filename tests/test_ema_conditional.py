@@ -22,9 +22,10 @@ from tests.conftest import QUICK, run_cli
 from tests.test_metrics import RandomFeatures
 
 
-def test_ema_follows_the_formula_with_ramp_up() -> None:
+@pytest.mark.parametrize("ramp", [10.0, 5.0])
+def test_ema_follows_the_formula_with_ramp_up(ramp: float) -> None:
     G = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
-    ema = EMA(G, decay=0.9)
+    ema = EMA(G, decay=0.9, ramp=ramp)
     start = G[0].weight.detach().clone()
     expected = start.clone()
     for t in range(1, 30):
@@ -32,7 +33,7 @@ def test_ema_follows_the_formula_with_ramp_up() -> None:
             G[0].weight.add_(0.1)
             G[1].running_mean.fill_(float(t))
         ema.update()
-        decay_t = min(0.9, (1 + t) / (10 + t))
+        decay_t = min(0.9, (1 + t) / (ramp + t))
         expected = decay_t * expected + (1 - decay_t) * G[0].weight.detach()
         assert torch.allclose(ema.model[0].weight, expected, atol=1e-6), t
     assert torch.equal(ema.model[1].running_mean, G[1].running_mean)  # buffers are copied
@@ -42,6 +43,11 @@ def test_ema_follows_the_formula_with_ramp_up() -> None:
     copy = EMA(G, decay=0.9)
     copy.load_state_dict(ema.state_dict())
     assert torch.equal(copy.model[0].weight, ema.model[0].weight) and copy.num_updates.item() == 29
+
+
+def test_ema_rejects_a_ramp_that_never_warms_up() -> None:
+    with pytest.raises(ValueError, match="ramp must be above 1"):
+        EMA(nn.Linear(2, 2), decay=0.9, ramp=1.0)
 
 
 class Affine(nn.Module):
