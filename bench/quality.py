@@ -37,7 +37,7 @@ import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401  (registrations)
 from gan_cli.checkpoint import load_generator
-from gan_cli.ema import EMA
+from gan_cli.ema import EMA, RAMP
 from gan_cli.evaluation import balanced_labels
 from gan_cli.graphs import StepFn
 from gan_cli.metrics import Evaluation, RealSet, evaluate
@@ -83,7 +83,7 @@ def against_floor(scores: dict[str, float], floor: dict[str, float]) -> dict[str
 class Averages:
     """Moving averages of G with other decays, updated after every step of a run (`--ema-decays`)."""
 
-    def __init__(self, decays: list[float], ramp: float = 10.0) -> None:
+    def __init__(self, decays: list[float], ramp: float) -> None:
         self.decays = decays
         self.ramp = ramp
         self.G: torch.nn.Module | None = None
@@ -153,7 +153,10 @@ def main() -> None:
         help="more moving averages of G to measure (0: raw G)",
     )
     parser.add_argument(
-        "--ema-ramp", type=float, default=10.0, help="warm-up ramp of the --ema-decays averages (default 10)"
+        "--ema-ramp",
+        type=float,
+        default=RAMP,
+        help=f"warm-up ramp of the --ema-decays averages (default {RAMP:g})",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench/quality_runs", help="run folders and results.json")
@@ -213,7 +216,7 @@ def main() -> None:
             if args.metrics:
                 scores = measure(fake, data_cfg, args.n_real, device, metrics=args.metrics)
             extras = averages.generators(int(cfg.model.z_dim), device, classes) if args.metrics else {}
-            ramp = "" if args.ema_ramp == 10 else f", ramp {args.ema_ramp:g}"
+            ramp = "" if args.ema_ramp == RAMP else f", ramp {args.ema_ramp:g}"
             for decay, net in extras.items():
                 other = generate(net, args.n, int(cfg.model.z_dim), device, labels=labels, seed=1)
                 other_scores = measure(other, data_cfg, args.n_real, device, metrics=args.metrics)

@@ -24,10 +24,11 @@ from torch import nn
 
 NORM_STATS_BATCHES = 8  # batches of noise the batch-norm statistics are averaged over
 NORM_STATS_BATCH_SIZE = 256
+RAMP = 10.0  # the decay's warm-up: min(decay, (1 + t) / (RAMP + t))
 
 
 class EMA:
-    def __init__(self, G: nn.Module, decay: float, ramp: float = 10.0) -> None:
+    def __init__(self, G: nn.Module, decay: float, ramp: float = RAMP) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         if ramp <= 1:
