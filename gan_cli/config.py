@@ -370,6 +370,8 @@ def _validate_sizes(cfg: DictConfig) -> None:
     for key in ("z_dim", "g_width", "d_width"):
         if key in model:
             _positive(model[key], f"model.{key}")
+    if "mbstd_group" in model:
+        _positive(model.mbstd_group, "model.mbstd_group", allow_zero=True)
     for key in ("g_hidden", "d_hidden"):
         if key in model and not all(int(w) >= 1 for w in model[key]):
             raise ConfigError(f"model.{key}={list(model[key])} is not valid; every width must be >= 1")

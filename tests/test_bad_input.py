@@ -197,6 +197,7 @@ REFUSED = [
     ("data.image_size=36", "e.g. 8, 16, 28, 32"),
     ("model.z_dim=0", "model.z_dim=0 is not valid"),
     ("model.g_width=-2", "model.g_width=-2"),
+    ("model.mbstd_group=-4", "model.mbstd_group=-4 is not valid; it must be >= 0"),
     ("trainer.precision=16", "trainer.precision=16 needs CUDA"),
     ("trainer.precision=8", "trainer.precision=8 is not valid; allowed: auto | 32 | bf16 | 16"),
     ("trainer.channels_last=sometimes", "allowed: auto | true | false"),

@@ -164,3 +164,15 @@ def test_data_limit_and_classes_choose_a_recorded_subset(tmp_path: Path, mnist_r
     assert labels is not None and set(labels[subset].tolist()) <= {1, 3}
     res = run_cli(*TINY, f"data.root={mnist_root}", "data.classes=[12]", "hydra.run.dir=c", cwd=tmp_path)
     assert res.returncode == 2 and "data.classes=[12] is not valid; give class numbers in 0..9" in res.stderr
+
+
+def test_minibatch_std_gives_d_one_more_input_channel(tmp_path: Path, mnist_root: Path) -> None:
+    plain = load(gan_train(tmp_path, mnist_root, "trainer.steps=2", run="plain"))
+    run = gan_train(tmp_path, mnist_root, "trainer.steps=2", "model.mbstd_group=4", run="mbstd")
+    state = load(run)
+    assert state["config"]["model"]["mbstd_group"] == 4 and math.isfinite(records(run)[-1]["loss/D"])
+
+    def last_conv(d: dict) -> torch.Size:
+        return [w for k, w in d.items() if k.endswith(".weight") and w.dim() == 4][-1].shape
+
+    assert last_conv(state["D"])[1] == last_conv(plain["D"])[1] + 1

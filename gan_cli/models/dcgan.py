@@ -37,6 +37,7 @@ class DCGANConfig(ModelOptions):
     z_dim: int = MISSING  # noise dimension
     g_width: int = MISSING  # G's channels at full resolution (doubled at each halving)
     d_width: int = MISSING  # D's channels after its first convolution
+    mbstd_group: int = MISSING  # minibatch standard deviation over groups of this many images (0: off)
 
 
 store_schema("model", "dcgan", DCGANConfig)
@@ -90,12 +91,37 @@ class DCGANGenerator(nn.Module):
         return self.net(with_label(z, y, self.embed)[:, :, None, None])
 
 
+class MinibatchStd(nn.Module):
+    """Appends one feature map to (N, C, H, W): for each image, s = mean over c, h, w of
+    sqrt(Var_group[x] + 1e-8), the variance taken over the images of its group (biased), so that D can
+    see how varied a batch is (Karras et al., 2018). Image i belongs to group i mod (N / g), where g, the
+    group size, is the largest divisor of N up to `group` (a batch of 1 gives the constant 1e-4)."""
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = max(k for k in range(1, min(self.group, n) + 1) if n % k == 0)
+        groups = x.float().reshape(g, n // g, c, h, w)
+        s = (groups.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3)).repeat(g)
+        return torch.cat([x, s.to(x.dtype).view(n, 1, 1, 1).expand(n, 1, h, w)], dim=1)
+
+
 class DCGANDiscriminator(nn.Module):
     """With `num_classes` the logit gains a projection term on the last feature map (flattened);
-    with `spectral_norm` every layer is spectrally normalised and batch norm is left out."""
+    with `spectral_norm` every layer is spectrally normalised and batch norm is left out; with
+    `mbstd_group` the last feature map gains the minibatch standard deviation (MinibatchStd)."""
 
     def __init__(
-        self, width: int, channels: int, size: int, num_classes: int = 0, spectral_norm: bool = False
+        self,
+        width: int,
+        channels: int,
+        size: int,
+        num_classes: int = 0,
+        spectral_norm: bool = False,
+        mbstd_group: int = 0,
     ):
         super().__init__()
         base, depth = base_and_depth(size)
@@ -108,6 +134,9 @@ class DCGANDiscriminator(nn.Module):
                 nn.LeakyReLU(0.2, True),
             ]
             ch *= 2
+        if mbstd_group:
+            layers.append(MinibatchStd(mbstd_group))
+            ch += 1
         layers.append(nn.Conv2d(ch, 1, base, 1, 0, bias=False))
         self.net = nn.Sequential(*layers)
         self.embed = nn.Embedding(num_classes, ch * base * base) if num_classes else None
@@ -140,7 +169,8 @@ def build(cfg: DictConfig, data: Data) -> tuple[nn.Module, nn.Module]:
         raise ConfigError("model.g_width, model.d_width and model.z_dim must be >= 1")
     classes = data.num_classes if cfg.conditional else 0
     label_embedding(data.num_classes, cfg.conditional)  # refuses unlabelled data
+    mbstd = int(cfg.get("mbstd_group", 0))  # checkpoints saved before the option have no key
     return (
         DCGANGenerator(cfg.z_dim, cfg.g_width, channels, height, classes),
-        DCGANDiscriminator(cfg.d_width, channels, height, classes, cfg.spectral_norm),
+        DCGANDiscriminator(cfg.d_width, channels, height, classes, cfg.spectral_norm, mbstd),
     )
