@@ -39,7 +39,8 @@ CASES: dict[str, list[str]] = {
     "channels-last": ["trainer.channels_last=true"],
     "contiguous": ["trainer.channels_last=false"],
     "compile": ["trainer.compile=true"],
-    "batch-128": ["trainer.batch_size=128", "optimizer.lr=5.66e-4"],  # rate scaled by sqrt(batch ratio)
+    "batch-32": ["trainer.batch_size=32", "optimizer.lr=2.83e-4"],  # rate scaled by sqrt(batch ratio)
+    "batch-128": ["trainer.batch_size=128", "optimizer.lr=5.66e-4"],
     "batch-256": ["trainer.batch_size=256", "optimizer.lr=8e-4"],
     "compile-batch-256": ["trainer.compile=true", "trainer.batch_size=256", "optimizer.lr=8e-4"],
 }
