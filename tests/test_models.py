@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from gan_cli.datasets import Data
 from gan_cli.errors import ConfigError
 from gan_cli.models import MODELS, build_models
-from gan_cli.models.dcgan import MinibatchStd, base_and_depth
+from gan_cli.models.dcgan import DenseStart, MinibatchStd, base_and_depth
 
 OPTIONS = {"ema_decay": 0.0, "conditional": False, "spectral_norm": False}  # every model's shared keys
 MODEL_CFGS = {
@@ -47,6 +47,21 @@ def test_dcgan_64_is_the_paper_network() -> None:
     assert [m.out_channels for m in d.modules() if isinstance(m, torch.nn.Conv2d)] == [64, 128, 256, 512, 1]
     convs = [m.weight for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert abs(float(torch.cat([w.detach().flatten() for w in convs]).std()) - 0.02) < 0.002
+
+
+@pytest.mark.parametrize("base", [4, 7])
+def test_dense_start_is_the_transposed_convolution(base: int) -> None:
+    torch.manual_seed(0)
+    layer = DenseStart(6, 5, base, 1, 0, bias=False).double()
+    z = torch.randn(3, 6, 1, 1, dtype=torch.float64, requires_grad=True)
+    out = layer(z)
+    ref = torch.nn.functional.conv_transpose2d(z, layer.weight)
+    assert out.shape == ref.shape == (3, 5, base, base)
+    assert torch.allclose(out, ref, atol=1e-12)
+    g_out = torch.autograd.grad(out.square().sum(), [z, layer.weight])
+    g_ref = torch.autograd.grad(ref.square().sum(), [z, layer.weight])
+    for a, b in zip(g_out, g_ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,17 @@ def init_dcgan(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+class DenseStart(nn.ConvTranspose2d):
+    """G's first layer: a transposed convolution (stride 1, no padding, no bias) of a 1x1 input, computed
+    as the matrix product it equals, out[b, o, i, j] = sum_c z[b, c] W[c, o, i, j]. The parameter is the
+    ConvTranspose2d's, so checkpoints are the same. On a CPU the product is faster: oneDNN's transposed
+    convolution spends longer copying this weight than computing."""
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        out = input.flatten(1) @ self.weight.flatten(1)
+        return out.view(input.shape[0], self.out_channels, *self.kernel_size)
+
+
 class DCGANGenerator(nn.Module):
     def __init__(self, z_dim: int, width: int, channels: int, size: int, num_classes: int = 0):
         super().__init__()
@@ -72,7 +83,7 @@ class DCGANGenerator(nn.Module):
         self.embed = label_embedding(num_classes, num_classes > 0)
         ch = width * 2 ** (depth - 1)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(z_dim + (LABEL_DIM if self.embed else 0), ch, base, 1, 0, bias=False),
+            DenseStart(z_dim + (LABEL_DIM if self.embed else 0), ch, base, 1, 0, bias=False),
             nn.BatchNorm2d(ch),
             nn.ReLU(True),
         ]
