@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +143,15 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def folder_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("images") / "pets")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C at its default in the commands the tests start, as a terminal gives it: a shell starts its
+    background jobs (and what they run, `make` included) with SIGINT ignored, which the commands would
+    inherit, and the tests that send them SIGINT would wait for nothing."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
