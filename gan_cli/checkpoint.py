@@ -425,11 +425,18 @@ def weights_differ(name: str, saved: dict[str, torch.Tensor], net: nn.Module) ->
     `_` entries aside)."""
     wanted = {k: list(v.shape) for k, v in net.state_dict().items()}
     have = {k: list(v.shape) for k, v in saved.items() if not k.startswith("_")}
-    return [
+    found = [
         f"{name}.{k} is {have.get(k, 'absent')} in the checkpoint, {wanted.get(k, 'absent')} in this model"
         for k in sorted(wanted.keys() | have.keys())
         if wanted.get(k) != have.get(k)
     ]
+    if found and "embed.weight" in have and any(k.endswith("class_gain.weight") for k in wanted):
+        found.insert(
+            0,
+            f"{name} is a conditional generator of an earlier gan_cli, which took the label with its noise; "
+            "this version's takes it in its batch norms and cannot load it: train the model again",
+        )
+    return found
 
 
 def damaged(path: Path, problems: list[str]) -> CheckpointError:

@@ -6,9 +6,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from gan_cli.checkpoint import weights_differ
 from gan_cli.datasets import Data
 from gan_cli.errors import ConfigError
-from gan_cli.models import MODELS, build_models
+from gan_cli.models import MODELS, ClassBatchNorm2d, build_models
 from gan_cli.models.dcgan import DenseStart, MinibatchStd, base_and_depth
 
 OPTIONS = {"ema_decay": 0.0, "conditional": False, "spectral_norm": False}  # every model's shared keys
@@ -115,3 +116,47 @@ def test_dcgan_discriminator_with_minibatch_std(size: int) -> None:
     changed[4] = -changed[4]
     d.eval()
     assert not torch.allclose(d(x)[0], d(changed)[0])
+
+
+def test_class_batch_norm_matches_hand_computed_values() -> None:
+    torch.manual_seed(0)
+    norm = ClassBatchNorm2d(3, num_classes=4).double()
+    with torch.no_grad():
+        norm.class_gain.weight.copy_(torch.arange(12, dtype=torch.float64).view(4, 3))
+        norm.class_bias.weight.copy_(-torch.arange(12, dtype=torch.float64).view(4, 3) / 10)
+    x = torch.randn(6, 3, 2, 2, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 1, 2])
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    gain = torch.arange(12, dtype=torch.float64).view(4, 3)[y][:, :, None, None]
+    expected = (x - mean) / torch.sqrt(var + norm.eps) * gain - gain / 10
+    assert torch.allclose(norm(x, y), expected, atol=1e-12)
+    assert not norm.affine and norm.weight is None  # the class gains replace batch norm's own
+    with pytest.raises(ValueError, match="conditional"):
+        norm(x)
+
+
+def test_conditional_dcgan_takes_the_label_in_its_batch_norms() -> None:
+    torch.manual_seed(0)
+    cfg = OmegaConf.create({**MODEL_CFGS["dcgan"], "conditional": True})
+    g, _ = build_models(cfg, image_data(1, 28))
+    first = g.net[0]
+    assert isinstance(first, DenseStart) and first.in_channels == 16  # the noise alone
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(isinstance(m, ClassBatchNorm2d) for m in norms)
+    gains = torch.cat([m.class_gain.weight.detach().flatten() for m in norms])
+    assert abs(float(gains.mean()) - 1) < 0.01 and abs(float(gains.std()) - 0.02) < 0.005  # N(1, 0.02)
+    z = torch.randn(8, 16)
+    zeros, ones = torch.zeros(8, dtype=torch.long), torch.ones(8, dtype=torch.long)
+    assert torch.equal(g(z, zeros), g(z, zeros)) and not torch.allclose(g(z, zeros), g(z, ones))
+
+
+def test_an_earlier_conditional_dcgan_checkpoint_is_refused_with_the_reason() -> None:
+    cfg = OmegaConf.create({**MODEL_CFGS["dcgan"], "conditional": True})
+    g, _ = build_models(cfg, image_data(1, 28))
+    saved = {k: v for k, v in g.state_dict().items() if "class_" not in k}
+    saved["embed.weight"] = torch.zeros(10, 32)  # the earlier layout: a label embedding joined the noise
+    saved["net.0.weight"] = torch.zeros(16 + 32, 32, 7, 7)
+    found = weights_differ("G", saved, g)
+    assert "earlier gan_cli" in found[0] and "train the model again" in found[0]
+    assert any("G.embed.weight is [10, 32] in the checkpoint, absent in this model" in f for f in found)

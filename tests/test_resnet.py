@@ -16,7 +16,7 @@ from torch import nn
 from gan_cli.datasets import Data
 from gan_cli.errors import ConfigError
 from gan_cli.losses.penalties import r1_penalty
-from gan_cli.models import build_models, check_model_config
+from gan_cli.models import ClassBatchNorm2d, build_models, check_model_config
 from gan_cli.models.resnet import ResBlock, ResNetConfig
 
 TINY = {"z_dim": 8, "g_width": 8, "d_width": 8, "ema_decay": 0.0}
@@ -71,7 +71,8 @@ def test_conditional_d_without_labels_keeps_the_unconditional_part() -> None:
     g, d = build(model_cfg(conditional=True))
     x = g(torch.randn(3, 8), torch.tensor([1, 2, 3]))
     assert d(x).shape == (3,)
-    assert d.embed is not None and g.embed is not None
+    assert d.embed is not None and g.embed is None  # G's batch norms take the label
+    assert any(isinstance(m, ClassBatchNorm2d) for m in g.modules())
 
 
 @pytest.mark.parametrize("g_norm", ["none", "batch"])

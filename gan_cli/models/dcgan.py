@@ -19,15 +19,15 @@ from gan_cli.datasets import Data
 from gan_cli.errors import ConfigError
 from gan_cli.models import (
     CONFIG_CHECKS,
-    LABEL_DIM,
     MODELS,
+    ClassBatchNorm2d,
     ModelOptions,
     configured_image_size,
     label_embedding,
     projection,
+    run_layers,
     spectral_norm_all,
     square_images,
-    with_label,
 )
 
 
@@ -59,6 +59,9 @@ def base_and_depth(size: int) -> tuple[int, int]:
 def init_dcgan(module: nn.Module) -> None:
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, ClassBatchNorm2d):
+        nn.init.normal_(module.class_gain.weight, 1.0, 0.02)
+        nn.init.zeros_(module.class_bias.weight)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
@@ -76,30 +79,27 @@ class DenseStart(nn.ConvTranspose2d):
 
 
 class DCGANGenerator(nn.Module):
+    """With `num_classes` every batch norm takes the label's own gain and bias (ClassBatchNorm2d)."""
+
     def __init__(self, z_dim: int, width: int, channels: int, size: int, num_classes: int = 0):
         super().__init__()
         base, depth = base_and_depth(size)
         self.z_dim = z_dim
-        self.embed = label_embedding(num_classes, num_classes > 0)
+
+        def norm(ch: int) -> nn.BatchNorm2d:
+            return ClassBatchNorm2d(ch, num_classes) if num_classes else nn.BatchNorm2d(ch)
+
         ch = width * 2 ** (depth - 1)
-        layers: list[nn.Module] = [
-            DenseStart(z_dim + (LABEL_DIM if self.embed else 0), ch, base, 1, 0, bias=False),
-            nn.BatchNorm2d(ch),
-            nn.ReLU(True),
-        ]
+        layers: list[nn.Module] = [DenseStart(z_dim, ch, base, 1, 0, bias=False), norm(ch), nn.ReLU(True)]
         for _ in range(depth - 1):
-            layers += [
-                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ch // 2),
-                nn.ReLU(True),
-            ]
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), norm(ch // 2), nn.ReLU(True)]
             ch //= 2
         layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(init_dcgan)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(with_label(z, y, self.embed)[:, :, None, None])
+        return run_layers(self.net, z[:, :, None, None], y)
 
 
 class MinibatchStd(nn.Module):

@@ -2,12 +2,14 @@
 (Huang et al., 2024) from one description.
 
 An image of size b * 2**n (28 = 7 * 2**2, 32 = 4 * 2**3, 64 = 4 * 2**4, 128 = 4 * 2**5) is made in n
-stages. G: a linear layer maps z (with the label's embedding when conditional) to a b x b map; stage k
-(k = 0 from the b x b end) doubles the resolution by nearest upsampling in its first block and has
-g_width * widths[k] channels; then norm, activation, a 3x3 convolution to the image's channels, tanh.
-D mirrors it: each stage halves the resolution by average pooling in its first block, down to
-d_final_res (by default b), with d_width * widths[k] channels; d_final_blocks blocks without resampling
-follow, then activation, global sum pooling and a linear layer (plus the projection term).
+stages. G: a linear layer maps z to a b x b map; stage k (k = 0 from the b x b end) doubles the
+resolution by nearest upsampling in its first block and has g_width * widths[k] channels; then norm,
+activation, a 3x3 convolution to the image's channels, tanh. A conditional G's batch norms take the
+label's own gain and bias (ClassBatchNorm2d); one without batch norm (g_norm=none) takes the label's
+embedding with its noise. D mirrors G: each stage halves the resolution by average pooling in its first
+block, down to d_final_res (by default b), with d_width * widths[k] channels; d_final_blocks blocks
+without resampling follow, then activation, global sum pooling and a linear layer (plus the projection
+term).
 
 Blocks are pre-activation residual blocks, out = shortcut(x) + branch(x), the shortcut a 1x1
 convolution (with the resampling) when the block resamples or changes the width:
@@ -46,11 +48,13 @@ from gan_cli.models import (
     CONFIG_CHECKS,
     LABEL_DIM,
     MODELS,
+    ClassBatchNorm2d,
     ModelOptions,
     activation,
     configured_image_size,
     label_embedding,
     projection,
+    run_layers,
     spectral_norm_all,
     square_images,
     with_label,
@@ -169,8 +173,10 @@ def check_options(cfg: DictConfig, size: int) -> None:
         )
 
 
-def _norm(kind: str) -> Factory:
-    return nn.BatchNorm2d if kind == "batch" else lambda _channels: nn.Identity()
+def _norm(kind: str, num_classes: int = 0) -> Factory:
+    if kind != "batch":
+        return lambda _channels: nn.Identity()
+    return (lambda channels: ClassBatchNorm2d(channels, num_classes)) if num_classes else nn.BatchNorm2d
 
 
 def _conv(cin: int, cout: int, kernel: int, groups: int = 1) -> nn.Conv2d:
@@ -212,8 +218,8 @@ class ResBlock(nn.Module):
     def branch_convs(self) -> list[nn.Conv2d]:
         return [m for m in self.branch if isinstance(m, nn.Conv2d)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shortcut(x) + self.branch(x)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.shortcut(x) + run_layers(self.branch, x, y)
 
 
 def init_weights(net: nn.Module, fixup: bool) -> None:
@@ -244,9 +250,9 @@ class ResNetGenerator(nn.Module):
         base, stages = base_and_stages(size)
         widths = stage_channels(cfg, cfg.g_width, size)
         self.z_dim, self.base, self.width0 = int(cfg.z_dim), base, widths[0]
-        self.embed = label_embedding(num_classes, num_classes > 0)
+        self.embed = label_embedding(num_classes, num_classes > 0 and cfg.g_norm != "batch")
         self.fc = nn.Linear(self.z_dim + (LABEL_DIM if self.embed else 0), widths[0] * base * base)
-        norm, act = _norm(cfg.g_norm), lambda: activation(cfg.g_activation)
+        norm, act = _norm(cfg.g_norm, num_classes), lambda: activation(cfg.g_activation)
         blocks: list[nn.Module] = []
         cin = widths[0]
         for k in range(stages):
@@ -262,7 +268,9 @@ class ResNetGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.fc(with_label(z, y, self.embed)).view(-1, self.width0, self.base, self.base)
-        return self.head(self.blocks(h))
+        for block in self.blocks:
+            h = block(h, y)
+        return run_layers(self.head, h, y)
 
 
 class ResNetDiscriminator(nn.Module):
