@@ -59,9 +59,9 @@ def with_label(z: torch.Tensor, y: torch.Tensor | None, embed: nn.Embedding | No
 class ClassBatchNorm2d(nn.BatchNorm2d):
     """Class-conditional batch norm (de Vries et al., 2017; the G of SNGAN and BigGAN): statistics shared
     by all classes, then the label's own gain and bias, out = (x - mean) / sqrt(var + eps) * gain[y] +
-    bias[y], with gains starting at 1 and biases at 0. A conditional G with batch norm takes its label
-    here rather than with its noise: a label embedding appended to z came to outweigh the noise after
-    the first batch norm, and each class collapsed to nearly one image."""
+    bias[y], gains starting at 1 (the DCGAN draws them from N(1, 0.02)) and biases at 0. A conditional G
+    with batch norm takes its label here rather than with its noise: a label embedding appended to z came
+    to outweigh the noise after the first batch norm, and each class collapsed to nearly one image."""
 
     def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__(channels, affine=False)
