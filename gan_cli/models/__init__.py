@@ -77,6 +77,11 @@ class ClassBatchNorm2d(nn.BatchNorm2d):
         return out * self.class_gain(y)[:, :, None, None] + self.class_bias(y)[:, :, None, None]
 
 
+def batch_norm(channels: int, num_classes: int = 0) -> nn.BatchNorm2d:
+    """G's batch norm: class-conditional (ClassBatchNorm2d) when G is conditional, else plain."""
+    return ClassBatchNorm2d(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)
+
+
 def run_layers(layers: Iterable[nn.Module], x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
     """`x` through `layers` in turn, the labels going to the class-conditional batch norms."""
     for layer in layers:

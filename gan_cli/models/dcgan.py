@@ -22,6 +22,7 @@ from gan_cli.models import (
     MODELS,
     ClassBatchNorm2d,
     ModelOptions,
+    batch_norm,
     configured_image_size,
     label_embedding,
     projection,
@@ -85,14 +86,18 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         base, depth = base_and_depth(size)
         self.z_dim = z_dim
-
-        def norm(ch: int) -> nn.BatchNorm2d:
-            return ClassBatchNorm2d(ch, num_classes) if num_classes else nn.BatchNorm2d(ch)
-
         ch = width * 2 ** (depth - 1)
-        layers: list[nn.Module] = [DenseStart(z_dim, ch, base, 1, 0, bias=False), norm(ch), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            DenseStart(z_dim, ch, base, 1, 0, bias=False),
+            batch_norm(ch, num_classes),
+            nn.ReLU(True),
+        ]
         for _ in range(depth - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), norm(ch // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
+                batch_norm(ch // 2, num_classes),
+                nn.ReLU(True),
+            ]
             ch //= 2
         layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)

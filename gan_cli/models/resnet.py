@@ -48,9 +48,9 @@ from gan_cli.models import (
     CONFIG_CHECKS,
     LABEL_DIM,
     MODELS,
-    ClassBatchNorm2d,
     ModelOptions,
     activation,
+    batch_norm,
     configured_image_size,
     label_embedding,
     projection,
@@ -176,7 +176,7 @@ def check_options(cfg: DictConfig, size: int) -> None:
 def _norm(kind: str, num_classes: int = 0) -> Factory:
     if kind != "batch":
         return lambda _channels: nn.Identity()
-    return (lambda channels: ClassBatchNorm2d(channels, num_classes)) if num_classes else nn.BatchNorm2d
+    return lambda channels: batch_norm(channels, num_classes)
 
 
 def _conv(cin: int, cout: int, kernel: int, groups: int = 1) -> nn.Conv2d:
