@@ -36,6 +36,8 @@ CASES: dict[str, list[str]] = {
     "default": [],
     "r1-lazy": ["loss.r1_gamma=1", "loss.reg_every=4"],  # R1 as one more D update every 4th step
     "r1-lazy-16": ["loss.r1_gamma=0.3", "loss.reg_every=16"],  # the same every 16th step
+    "conditional": ["model.conditional=true"],  # class-conditional batch norm in G, projection D
+    "conditional-r1-lazy-16": ["model.conditional=true", "loss.r1_gamma=0.3", "loss.reg_every=16"],
     "fp32": ["trainer.precision=32"],
     "channels-last": ["trainer.channels_last=true"],
     "contiguous": ["trainer.channels_last=false"],
