@@ -31,12 +31,14 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import UNTIL_STOPPED, Clock, Stop, compose_cfg  # noqa: E402  (the same clock as bench/throughput.py)
 
+PLAIN = ["model.conditional=false", "loss.r1_gamma=0"]
 # name -> overrides on top of the default MNIST run (batch 64, Adam 4e-4, bf16 where the CPU has it)
 CASES: dict[str, list[str]] = {
-    "default": [],
-    "r1-lazy": ["loss.r1_gamma=1", "loss.reg_every=4"],  # R1 as one more D update every 4th step
-    "r1-lazy-16": ["loss.r1_gamma=0.3", "loss.reg_every=16"],  # the same every 16th step
-    "conditional": ["model.conditional=true"],  # class-conditional batch norm in G, projection D
+    "default": [],  # class-conditional on MNIST, R1 gamma 0.3 as one more D update every 16th step
+    "plain": PLAIN,  # unconditional, no R1: the default before labels and R1
+    "r1-lazy": [*PLAIN, "loss.r1_gamma=1", "loss.reg_every=4"],  # R1 every 4th step
+    "r1-lazy-16": [*PLAIN, "loss.r1_gamma=0.3", "loss.reg_every=16"],  # R1 every 16th step
+    "conditional": ["model.conditional=true", "loss.r1_gamma=0"],  # labels in G's norms, projection D
     "conditional-r1-lazy-16": ["model.conditional=true", "loss.r1_gamma=0.3", "loss.reg_every=16"],
     "fp32": ["trainer.precision=32"],
     "channels-last": ["trainer.channels_last=true"],

@@ -54,6 +54,7 @@ SETUPS = {
     "mlp (seed config)": [
         "model=mlp",
         "loss=nonsaturating",
+        "loss.r1_gamma=0",
         "optimizer.lr=2e-4",
         "optimizer.betas=[0.9,0.999]",
     ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from gan_cli.errors import ConfigError
+
+log = logging.getLogger("gan_cli")
 
 
 def store_schema(group: str, name: str, node: Any) -> None:
@@ -217,9 +220,30 @@ def choices(cfg: DictConfig) -> Choices:
     )
 
 
+def conditional(model: Any, data: Any) -> bool:
+    """model.conditional as a bool. auto: true where the data set's labels name classes
+    (data.labels_are_classes: torchvision's MNIST, Fashion-MNIST and CIFAR-10) and two or more of them
+    are trained on; false for image folders, whose sub-folders need not be classes, and for points."""
+    value = model.get("conditional", False)
+    if value != "auto":
+        return bool(value)
+    classes = data.get("classes")
+    return bool(data.get("labels_are_classes", False)) and (classes is None or len(classes) >= 2)
+
+
+def settle_conditional(cfg: DictConfig) -> None:
+    """Write model.conditional=auto's answer into `cfg`, so that the networks, the checkpoint and the
+    tools that read it later all see what was built. A plugin's model without the key is left alone."""
+    if cfg.model.get("conditional") == "auto":
+        cfg.model.conditional = answer = conditional(cfg.model, cfg.data)
+        why = "the labels name classes" if answer else "data.labels_are_classes is false or one class is trained"
+        log.info("model.conditional=auto: %s (%s)", str(answer).lower(), why)
+
+
 def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain values (interpolations resolved, Enums as their names): what a checkpoint
-    stores and what a resume compares. An interpolation that cannot be resolved is a ConfigError."""
+    """The config as plain values (interpolations resolved, Enums as their names, model.conditional=auto
+    settled): what a checkpoint stores and what a resume compares. An interpolation that cannot be
+    resolved is a ConfigError."""
     try:
         tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     except InterpolationResolutionError as err:
@@ -230,6 +254,9 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
             "resolver (${oc.env:VAR,default}); to pass a literal '${', escape it as '\\${'"
         ) from err
     assert isinstance(tree, dict)
+    model, data = tree.get("model"), tree.get("data")
+    if isinstance(model, dict) and isinstance(data, dict) and "conditional" in model:
+        model["conditional"] = conditional(model, data)
     return {str(k): v for k, v in tree.items()}
 
 
@@ -344,6 +371,11 @@ def validate(cfg: DictConfig) -> Choices:
                 raise ConfigError(f"optimizer.{net}.betas={betas} is not valid; give two numbers in [0, 1)")
         if group.get("eps") is not None:
             _positive(group.eps, f"optimizer.{net}.eps")
+    if cfg.model.get("conditional", False) not in (True, False, "auto"):
+        raise ConfigError(
+            f"model.conditional={cfg.model.conditional!r} is not valid; give true, false or auto (true where "
+            "data.labels_are_classes)"
+        )
     for key in ("r1_gamma", "r2_gamma"):
         _positive(cfg.loss[key], f"loss.{key}", allow_zero=True)
     every = cfg.loss.reg_every

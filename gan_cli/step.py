@@ -128,7 +128,7 @@ class Phase:
     sync: Callable[[], None] | None = None  # between backward and the optimizer step
 
 
-LAZY_EVERY = 4  # loss.reg_every=auto where the step runs eagerly
+LAZY_EVERY = 16  # loss.reg_every=auto where the step runs eagerly (StyleGAN2's interval)
 
 
 def reg_interval(setting: Any, graphed: bool) -> int:

@@ -13,6 +13,8 @@ from torch import nn
 import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401
+from gan_cli.checkpoint import load_generator
+from gan_cli.config import conditional, resolved, settle_conditional, validate
 from gan_cli.datasets import Data
 from gan_cli.ema import EMA, recompute_norm_stats
 from gan_cli.errors import ConfigError
@@ -136,6 +138,58 @@ def test_conditional_needs_labels() -> None:
         cfg = compose("train", overrides=["model=mlp", "model.conditional=true"])
     with pytest.raises(ConfigError, match="labelled data set"):
         build_models(cfg.model, Data("points", (2,), 0))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], True),  # MNIST's labels name its digits
+        (["data=fashion_mnist"], True),
+        (["data=cifar10"], True),
+        (["data.classes=[3,5]"], True),
+        (["data.classes=[3]"], False),  # one class: nothing to condition on
+        (["model.conditional=false"], False),
+        (["data=image_folder"], False),  # sub-folders need not be classes
+        (["data=image_folder", "data.labels_are_classes=true"], True),
+        (["data=image_folder", "model.conditional=true"], True),
+        (["data=gaussians", "model=mlp", "model.conditional=auto"], False),
+    ],
+)
+def test_auto_conditional_follows_the_data_sets_labels(overrides: list[str], expected: bool) -> None:
+    with initialize_config_module("gan_cli.configs", version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    validate(cfg)
+    assert conditional(cfg.model, cfg.data) is expected
+    assert resolved(cfg)["model"]["conditional"] is expected  # what a checkpoint stores
+    settle_conditional(cfg)
+    assert cfg.model.conditional is expected
+
+
+def test_a_conditional_setting_outside_true_false_auto_is_refused() -> None:
+    with initialize_config_module("gan_cli.configs", version_base="1.3"):
+        cfg = compose("train", overrides=["model.conditional=sometimes"])
+    with pytest.raises(
+        ConfigError, match="model.conditional='sometimes' is not valid; give true, false or auto"
+    ):
+        validate(cfg)
+
+
+def test_the_default_dcgan_is_conditional_on_mnist_and_its_checkpoint_says_true(
+    tmp_path: Path, mnist_root: Path, folder_root: Path
+) -> None:
+    digits = ["data.download=false", f"data.root={mnist_root}"]
+    folder = ["data=image_folder", f"data.root={folder_root}", "data.image_size=16"]
+    for name, data, classes in (("digits", digits, 10), ("folder", folder, 2)):
+        res = run_cli("debug=tiny", *data, f"hydra.run.dir={name}", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        said = "true (the labels name classes)" if name == "digits" else "false (data.labels_are_classes"
+        assert f"model.conditional=auto: {said}" in res.stderr
+        _, cfg, state = load_generator(tmp_path / name, torch.device("cpu"))
+        assert cfg.model.conditional is (name == "digits") and int(state.num_classes) == classes
+    again = ["debug=tiny", *digits, "trainer.steps=6", f"trainer.resume={tmp_path / 'digits'}"]
+    res = run_cli(*again, "hydra.run.dir=more", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr  # auto on the command line matches the checkpoint's true
+    assert "resumed from" in res.stderr
 
 
 def test_evaluation_hook_logs_metrics(

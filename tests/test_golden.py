@@ -66,6 +66,7 @@ DCGAN = [
     "model.spectral_norm=false",
     "model.mbstd_group=0",
 ]
+PLAIN = [*DCGAN, "model.conditional=false"]
 CASES: dict[str, list[str]] = {
     "mlp": [
         "model=mlp",
@@ -73,12 +74,13 @@ CASES: dict[str, list[str]] = {
         "model.g_hidden=[32]",
         "model.d_hidden=[32]",
         "model.ema_decay=0",
+        "model.conditional=false",
         "loss=nonsaturating",
         "loss.n_critic=1",
     ],
-    "dcgan": [*DCGAN, "model.ema_decay=0", "loss=nonsaturating", "loss.n_critic=1"],
-    "dcgan_hinge_ncritic2": [*DCGAN, "model.ema_decay=0", "loss=hinge", "loss.n_critic=2"],
-    "wgan_gp": [*DCGAN, "model.ema_decay=0", "loss=wgan_gp", "loss.n_critic=2", "loss.gp_weight=10"],
+    "dcgan": [*PLAIN, "model.ema_decay=0", "loss=nonsaturating", "loss.n_critic=1"],
+    "dcgan_hinge_ncritic2": [*PLAIN, "model.ema_decay=0", "loss=hinge", "loss.n_critic=2"],
+    "wgan_gp": [*PLAIN, "model.ema_decay=0", "loss=wgan_gp", "loss.n_critic=2", "loss.gp_weight=10"],
     "conditional_ema": [
         *DCGAN,
         "model.conditional=true",

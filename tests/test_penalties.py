@@ -158,7 +158,7 @@ def test_bad_penalty_settings_are_refused(override: str, message: str) -> None:
 
 
 def test_auto_interval_is_every_step_only_inside_a_cuda_graph() -> None:
-    assert reg_interval("auto", graphed=False) == LAZY_EVERY == 4
+    assert reg_interval("auto", graphed=False) == LAZY_EVERY == 16
     assert reg_interval("auto", graphed=True) == 1
     assert reg_interval(16, graphed=True) == 16 and reg_interval(1, graphed=False) == 1
     eager = penalty_summary(Penalties(r1_gamma=1.0, every=4), "auto")

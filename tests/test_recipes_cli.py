@@ -33,17 +33,16 @@ def test_rpgan_with_r1_and_r2_logs_both_penalties(tmp_path: Path, mnist_root: Pa
     assert "grad_norm/Dreg" not in last  # every step: inside D's own update
 
 
-def test_auto_interval_is_lazy_on_the_cpu_and_says_so(tmp_path: Path, mnist_root: Path) -> None:
-    auto = ["loss.r1_gamma=1", "loss.reg_every=auto", "trainer.steps=5"]
-    res = run_cli(*TINY, f"data.root={mnist_root}", *auto, "hydra.run.dir=r", cwd=tmp_path)
+def test_the_default_r1_is_lazy_on_the_cpu_and_says_so(tmp_path: Path, mnist_root: Path) -> None:
+    res = run_cli(*TINY, f"data.root={mnist_root}", "trainer.steps=18", "hydra.run.dir=r", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert (
-        "penalties: R1 gamma 1, lazily, every 4 D steps with weight x4 (loss.reg_every=auto: the step runs "
-        "eagerly)" in res.stderr
+        "penalties: R1 gamma 0.3, lazily, every 16 D steps with weight x16 (loss.reg_every=auto: the step "
+        "runs eagerly)" in res.stderr
     )
     logged = records(tmp_path / "r")
-    assert len(logged) == 5 and all(r["loss/r1"] > 0 and r["grad_norm/Dreg"] > 0 for r in logged)
-    assert logged[1]["loss/r1"] == logged[0]["loss/r1"] != logged[4]["loss/r1"], "R1 on steps 1 and 5"
+    assert len(logged) == 18 and all(r["loss/r1"] > 0 and r["grad_norm/Dreg"] > 0 for r in logged)
+    assert logged[15]["loss/r1"] == logged[0]["loss/r1"] != logged[16]["loss/r1"], "R1 on steps 1 and 17"
 
 
 def test_the_r1_mnist_preset_trains_with_lazy_r1_at_adam_8e4(tmp_path: Path, mnist_root: Path) -> None:

@@ -41,6 +41,7 @@ class ImageFolderConfig:
     on_bad_image: str = MISSING  # error | skip: what to do with a file that cannot be read
     limit: Any = MISSING  # train on a seeded subset of this many images (null: all)
     classes: Any = MISSING  # train on these class numbers only (null: all)
+    labels_are_classes: bool = MISSING  # the sub-folders are classes: model.conditional=auto uses them
     subset_seed: int = MISSING  # seeds the choice of data.limit images
     mirror: bool = MISSING  # flip a seeded half of each epoch's images left to right
 

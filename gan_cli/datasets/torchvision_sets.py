@@ -26,6 +26,7 @@ class TorchvisionDataConfig:
     image_size: int = MISSING  # images are resized to this (native: 28 for MNIST-like, 32 for CIFAR-10)
     limit: Any = MISSING  # train on a seeded subset of this many images (null: all)
     classes: Any = MISSING  # train on these class numbers only (null: all)
+    labels_are_classes: bool = MISSING  # model.conditional=auto trains with the labels
     subset_seed: int = MISSING  # seeds the choice of data.limit images
     mirror: bool = MISSING  # flip a seeded half of each epoch's images left to right
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from omegaconf import MISSING, DictConfig
@@ -26,7 +27,10 @@ class ModelOptions:
     ema_decay: float = (
         MISSING  # decay of the moving average of G's weights used for samples and metrics (0: off)
     )
-    conditional: bool = MISSING  # G takes a class label (in its batch norms), D a projection head scores it
+    conditional: Any = (
+        MISSING  # true | false | auto: G takes a class label (in its batch norms), D a projection
+    )
+    # head scores it; auto where data.labels_are_classes (settled once: see config.conditional)
     spectral_norm: bool = MISSING  # spectral normalisation on D's layers (it replaces D's batch norm)
 
 
