@@ -236,7 +236,7 @@ def settle_conditional(cfg: DictConfig) -> None:
     tools that read it later all see what was built. A plugin's model without the key is left alone."""
     if cfg.model.get("conditional") == "auto":
         cfg.model.conditional = answer = conditional(cfg.model, cfg.data)
-        why = "the labels name classes" if answer else "data.labels_are_classes is false or one class is trained"
+        why = "the labels name classes" if answer else "data.labels_are_classes is false, or one class"
         log.info("model.conditional=auto: %s (%s)", str(answer).lower(), why)
 
 
