@@ -49,6 +49,7 @@ SAFE_KEYS = (
     "data.num_workers",
     "data.in_memory",
     "data.max_memory_mb",
+    "data.labels_are_classes",  # acts only through model.conditional=auto, whose answer is compared
 )
 ABSENT = "<absent>"
 SEARCH_DEPTH = 5  # folder levels below the output root searched by resume=auto

@@ -20,6 +20,7 @@ from gan_cli.ema import EMA, recompute_norm_stats
 from gan_cli.errors import ConfigError
 from gan_cli.metrics import FEATURES
 from gan_cli.models import build_models
+from gan_cli.resume import config_diff
 from tests.conftest import QUICK, run_cli
 from tests.test_metrics import RandomFeatures
 
@@ -190,6 +191,14 @@ def test_the_default_dcgan_is_conditional_on_mnist_and_its_checkpoint_says_true(
     res = run_cli(*again, "hydra.run.dir=more", cwd=tmp_path)
     assert res.returncode == 0, res.stderr  # auto on the command line matches the checkpoint's true
     assert "resumed from" in res.stderr
+
+
+def test_a_checkpoint_from_before_labels_are_classes_resumes_on_its_settled_conditional() -> None:
+    saved = {"data": {"name": "mnist"}, "model": {"conditional": True}}  # no labels_are_classes key yet
+    now = {"data": {"name": "mnist", "labels_are_classes": True}, "model": {"conditional": True}}
+    assert config_diff(saved, now) == []
+    other = {"data": {"name": "mnist", "labels_are_classes": True}, "model": {"conditional": False}}
+    assert config_diff(saved, other) == [("model.conditional", True, False)]
 
 
 def test_evaluation_hook_logs_metrics(
