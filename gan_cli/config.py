@@ -255,7 +255,7 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
         ) from err
     assert isinstance(tree, dict)
     model, data = tree.get("model"), tree.get("data")
-    if isinstance(model, dict) and isinstance(data, dict) and "conditional" in model:
+    if isinstance(model, dict) and isinstance(data, dict) and model.get("conditional") == "auto":
         model["conditional"] = conditional(model, data)
     return {str(k): v for k, v in tree.items()}
 

@@ -27,10 +27,7 @@ class ModelOptions:
     ema_decay: float = (
         MISSING  # decay of the moving average of G's weights used for samples and metrics (0: off)
     )
-    conditional: Any = (
-        MISSING  # true | false | auto: G takes a class label (in its batch norms), D a projection
-    )
-    # head scores it; auto where data.labels_are_classes (settled once: see config.conditional)
+    conditional: Any = MISSING  # true | false | auto (see config.conditional): labels in G and D
     spectral_norm: bool = MISSING  # spectral normalisation on D's layers (it replaces D's batch norm)
 
 
