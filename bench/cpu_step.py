@@ -96,6 +96,7 @@ class _GlobalOnly:
 
 def run_case(root: str, overrides: list[str], seconds: float, warmup: int) -> dict[str, Any]:
     """Train with `overrides` until the window is timed; return images/s, steps/s and FLOP per step."""
+    from gan_cli.config import r1_gamma
     from gan_cli.logger import NullLogger
     from gan_cli.step import reg_interval
     from gan_cli.train import train
@@ -113,7 +114,7 @@ def run_case(root: str, overrides: list[str], seconds: float, warmup: int) -> di
     batch = int(cfg.trainer.batch_size)
     clock = Clock(torch.device("cpu"), warmup, seconds, 3, batch)
     # a lazy R1/R2 phase runs on one step in `period`: count that many steps and take their mean
-    penalised = float(cfg.loss.r1_gamma) > 0 or float(cfg.loss.r2_gamma) > 0
+    penalised = r1_gamma(cfg.loss, cfg.data) > 0 or float(cfg.loss.r2_gamma) > 0
     period = reg_interval(cfg.loss.reg_every, graphed=False) if penalised else 1
     counted: dict[str, float] = {"gflop": 0.0}
     calls = 0

@@ -231,19 +231,37 @@ def conditional(model: Any, data: Any) -> bool:
     return bool(data.get("labels_are_classes", False)) and (classes is None or len(classes) >= 2)
 
 
-def settle_conditional(cfg: DictConfig) -> None:
-    """Write model.conditional=auto's answer into `cfg`, so that the networks, the checkpoint and the
-    tools that read it later all see what was built. A plugin's model without the key is left alone."""
+R1_AUTO = 0.3  # loss.r1_gamma=auto on torchvision's image sets (measured on MNIST and Fashion-MNIST)
+
+
+def r1_gamma(loss: Any, data: Any) -> float:
+    """loss.r1_gamma as a number. auto: R1_AUTO where data.labels_are_classes (torchvision's MNIST,
+    Fashion-MNIST and CIFAR-10; it helped the first two), 0 for image folders and points, where it made
+    the samples worse (bench/RESULTS.md)."""
+    value = loss.get("r1_gamma", 0.0)
+    if value != "auto":
+        return float(value)
+    return R1_AUTO if data.get("labels_are_classes", False) else 0.0
+
+
+def settle_auto(cfg: DictConfig) -> None:
+    """Write the answers of model.conditional=auto and loss.r1_gamma=auto into `cfg`, so that the
+    networks, the step, the checkpoint and the tools that read it later all see what was run. A
+    plugin's model or loss without the key is left alone."""
     if cfg.model.get("conditional") == "auto":
         cfg.model.conditional = answer = conditional(cfg.model, cfg.data)
         why = "the labels name classes" if answer else "data.labels_are_classes is false, or one class"
         log.info("model.conditional=auto: %s (%s)", str(answer).lower(), why)
+    if cfg.loss.get("r1_gamma") == "auto":
+        cfg.loss.r1_gamma = gamma = r1_gamma(cfg.loss, cfg.data)
+        why = "the labels name classes" if gamma else "data.labels_are_classes is false"
+        log.info("loss.r1_gamma=auto: %g (%s)", gamma, why)
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain values (interpolations resolved, Enums as their names, model.conditional=auto
-    settled): what a checkpoint stores and what a resume compares. An interpolation that cannot be
-    resolved is a ConfigError."""
+    and loss.r1_gamma=auto settled): what a checkpoint stores and what a resume compares. An
+    interpolation that cannot be resolved is a ConfigError."""
     try:
         tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     except InterpolationResolutionError as err:
@@ -254,9 +272,12 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
             "resolver (${oc.env:VAR,default}); to pass a literal '${', escape it as '\\${'"
         ) from err
     assert isinstance(tree, dict)
-    model, data = tree.get("model"), tree.get("data")
-    if isinstance(model, dict) and isinstance(data, dict) and model.get("conditional") == "auto":
-        model["conditional"] = conditional(model, data)
+    model, data, loss = tree.get("model"), tree.get("data"), tree.get("loss")
+    if isinstance(data, dict):
+        if isinstance(model, dict) and model.get("conditional") == "auto":
+            model["conditional"] = conditional(model, data)
+        if isinstance(loss, dict) and loss.get("r1_gamma") == "auto":
+            loss["r1_gamma"] = r1_gamma(loss, data)
     return {str(k): v for k, v in tree.items()}
 
 
@@ -376,8 +397,12 @@ def validate(cfg: DictConfig) -> Choices:
             f"model.conditional={cfg.model.conditional!r} is not valid; give true, false or auto (true where "
             "data.labels_are_classes)"
         )
-    for key in ("r1_gamma", "r2_gamma"):
-        _positive(cfg.loss[key], f"loss.{key}", allow_zero=True)
+    r1 = cfg.loss.r1_gamma
+    if r1 != "auto" and (isinstance(r1, bool) or not isinstance(r1, (int, float))):
+        raise ConfigError(f"loss.r1_gamma={r1!r} is not valid; give auto or a number >= 0 (0: off)")
+    if r1 != "auto":
+        _positive(float(r1), "loss.r1_gamma", allow_zero=True)
+    _positive(cfg.loss.r2_gamma, "loss.r2_gamma", allow_zero=True)
     every = cfg.loss.reg_every
     if every != "auto" and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
         raise ConfigError(f"loss.reg_every={every!r} is not valid; give auto or a number of D steps >= 1")

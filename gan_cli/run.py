@@ -24,7 +24,7 @@ from gan_cli import checkpoint as ckpt
 from gan_cli import distributed
 from gan_cli.augment import Augment
 from gan_cli.augment import check_config as check_augment
-from gan_cli.config import Choices, OnNan, Switch, epoch_limit, resolved
+from gan_cli.config import Choices, OnNan, Switch, epoch_limit, r1_gamma, resolved
 from gan_cli.datasets import Batches, Data, build_data, to_unit_range
 from gan_cli.device import (
     autocast_dtype,
@@ -302,7 +302,7 @@ def build_run(
     blocker = graph_blocker(device, dist.world, schedule is not None, nets.scaler.is_enabled())
     graphed = choices.cuda_graphs is not Switch.false and blocker is None
     every = reg_interval(cfg.loss.reg_every, graphed)
-    penalties = Penalties(float(cfg.loss.r1_gamma), float(cfg.loss.r2_gamma), every)
+    penalties = Penalties(r1_gamma(cfg.loss, cfg.data), float(cfg.loss.r2_gamma), every)
     if penalties.active:
         log.info("penalties: %s", penalty_summary(penalties, cfg.loss.reg_every))
     train_step = TrainStep(nets, n_critic, penalties)

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from gan_cli import resume as resuming
-from gan_cli.config import resolved, settle_conditional, validate
+from gan_cli.config import resolved, settle_auto, validate
 from gan_cli.device import cpu_threads
 from gan_cli.errors import OutputError
 from gan_cli.graphs import StepFn
@@ -38,7 +38,7 @@ def train(
 ) -> dict[str, Any]:
     """Train a GAN as `cfg` says and return its final numbers (losses, metrics, objective, step)."""
     choices = validate(cfg)
-    settle_conditional(cfg)
+    settle_auto(cfg)
     check_installed(cfg)
     run_dir = Path(run_dir)
     if resume is None and cfg.trainer.resume:  # called from Python: resume=auto looks in run_dir only

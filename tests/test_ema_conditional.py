@@ -14,7 +14,7 @@ import gan_cli.datasets
 import gan_cli.losses
 import gan_cli.models  # noqa: F401
 from gan_cli.checkpoint import load_generator
-from gan_cli.config import conditional, resolved, settle_conditional, validate
+from gan_cli.config import conditional, r1_gamma, resolved, settle_auto, validate
 from gan_cli.datasets import Data
 from gan_cli.ema import EMA, recompute_norm_stats
 from gan_cli.errors import ConfigError
@@ -162,8 +162,31 @@ def test_auto_conditional_follows_the_data_sets_labels(overrides: list[str], exp
     validate(cfg)
     assert conditional(cfg.model, cfg.data) is expected
     assert resolved(cfg)["model"]["conditional"] is expected  # what a checkpoint stores
-    settle_conditional(cfg)
+    settle_auto(cfg)
     assert cfg.model.conditional is expected
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ([], 0.3),  # MNIST: the default loss's R1
+        (["data=fashion_mnist"], 0.3),
+        (["data=image_folder"], 0.0),  # R1 made the CIFAR-10 folder worse
+        (["data=image_folder", "data.labels_are_classes=true"], 0.3),
+        (["data=image_folder", "loss.r1_gamma=0.1"], 0.1),
+        (["loss.r1_gamma=0"], 0.0),
+        (["loss=hinge"], 0.0),  # the other losses carry no R1 unless asked
+        (["data=gaussians", "model=mlp"], 0.0),
+    ],
+)
+def test_auto_r1_follows_the_data_sets_labels(overrides: list[str], expected: float) -> None:
+    with initialize_config_module("gan_cli.configs", version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    validate(cfg)
+    assert r1_gamma(cfg.loss, cfg.data) == expected
+    assert resolved(cfg)["loss"]["r1_gamma"] == expected  # what a checkpoint stores
+    settle_auto(cfg)
+    assert cfg.loss.r1_gamma == expected
 
 
 def test_a_conditional_setting_outside_true_false_auto_is_refused() -> None:
@@ -185,8 +208,12 @@ def test_the_default_dcgan_is_conditional_on_mnist_and_its_checkpoint_says_true(
         assert res.returncode == 0, res.stderr
         said = "true (the labels name classes)" if name == "digits" else "false (data.labels_are_classes"
         assert f"model.conditional=auto: {said}" in res.stderr
+        r1 = "0.3 (the labels name classes)" if name == "digits" else "0 (data.labels_are_classes is false)"
+        assert f"loss.r1_gamma=auto: {r1}" in res.stderr
+        assert ("penalties: R1 gamma 0.3" in res.stderr) is (name == "digits")
         _, cfg, state = load_generator(tmp_path / name, torch.device("cpu"))
         assert cfg.model.conditional is (name == "digits") and int(state.num_classes) == classes
+        assert cfg.loss.r1_gamma == (0.3 if name == "digits" else 0.0)
     again = ["debug=tiny", *digits, "trainer.steps=6", f"trainer.resume={tmp_path / 'digits'}"]
     res = run_cli(*again, "hydra.run.dir=more", cwd=tmp_path)
     assert res.returncode == 0, res.stderr  # auto on the command line matches the checkpoint's true

@@ -146,6 +146,7 @@ def test_the_step_weights_each_penalty_by_gamma_and_interval() -> None:
     "override,message",
     [
         ("loss.r1_gamma=-1", "loss.r1_gamma=-1.0 is not valid; it must be >= 0"),
+        ("loss.r1_gamma=often", "loss.r1_gamma='often' is not valid; give auto or a number >= 0"),
         ("loss.r2_gamma=-0.5", "loss.r2_gamma=-0.5 is not valid; it must be >= 0"),
         ("loss.reg_every=0", "loss.reg_every=0 is not valid; give auto or a number of D steps >= 1"),
         ("loss.reg_every=often", "loss.reg_every='often' is not valid; give auto"),

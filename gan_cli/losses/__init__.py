@@ -26,7 +26,7 @@ class LossOptions:
     gradient penalties (R1 on real, R2 on fake inputs), applied every `reg_every` D steps."""
 
     n_critic: int = MISSING  # D updates per G update
-    r1_gamma: float = MISSING  # gamma of R1, gamma/2 * E||grad D(x)||^2 on real inputs (0: off)
+    r1_gamma: Any = MISSING  # auto | gamma of R1, gamma/2 * E||grad D(x)||^2 on real inputs (0: off)
     r2_gamma: float = MISSING  # gamma of R2, the same on generated inputs (0: off)
     reg_every: Any = MISSING  # auto | k: D steps between penalty updates (1: in every D update; k: lazily)
 
