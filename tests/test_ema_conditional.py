@@ -220,6 +220,21 @@ def test_the_default_dcgan_is_conditional_on_mnist_and_its_checkpoint_says_true(
     assert "resumed from" in res.stderr
 
 
+def test_a_folder_run_with_r1_resumes_only_when_r1_is_named(tmp_path: Path, folder_root: Path) -> None:
+    """A checkpoint stores auto's answer: a folder run trained with R1 (as before loss.r1_gamma=auto)
+    is refused under today's auto, which answers 0 there, and resumes once R1 is named."""
+    folder = ["debug=tiny", "data=image_folder", f"data.root={folder_root}", "data.image_size=16"]
+    res = run_cli(*folder, "loss.r1_gamma=0.3", "hydra.run.dir=first", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "penalties: R1 gamma 0.3" in res.stderr
+    again = [*folder, "trainer.steps=6", f"trainer.resume={tmp_path / 'first'}"]
+    res = run_cli(*again, "hydra.run.dir=refused", cwd=tmp_path)
+    assert res.returncode != 0 and "loss.r1_gamma" in res.stderr
+    res = run_cli(*again, "loss.r1_gamma=0.3", "hydra.run.dir=more", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "resumed from" in res.stderr
+
+
 def test_a_checkpoint_from_before_labels_are_classes_resumes_on_its_settled_conditional() -> None:
     saved = {"data": {"name": "mnist"}, "model": {"conditional": True}}  # no labels_are_classes key yet
     now = {"data": {"name": "mnist", "labels_are_classes": True}, "model": {"conditional": True}}
