@@ -46,6 +46,9 @@ class Nets:
     # backward) and what averages a network's gradients over the processes after such an update
     bare_D: nn.Module | None = None
     average_grads: Callable[[nn.Module], None] | None = None
+    # trainer.compile: D as it was before compiling, for the gradient penalties (a compiled module
+    # cannot take their double backward); it shares the compiled D's parameters
+    eager_D: nn.Module | None = None
 
     def noise(self, n: int) -> torch.Tensor:
         """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
@@ -58,6 +61,11 @@ class Nets:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    @property
+    def D_eager(self) -> nn.Module:
+        """D for the gradient penalties: not compiled."""
+        return self.D if self.eager_D is None else self.eager_D
 
     def G_eval(self) -> nn.Module:
         """The generator samples and metrics use: the moving average, with batch-norm statistics of
@@ -206,7 +214,7 @@ class TrainStep:
         """D as the penalties see it: on augmented inputs when augmenting (gradients w.r.t. the
         un-augmented image); `bare`: without its DDP wrapper, for an update of its own."""
         n = self.nets
-        d = n.bare_D if bare and n.bare_D is not None else n.D
+        d = n.bare_D if bare and n.bare_D is not None else n.D_eager
         if not n.augment.enabled:
             return d
         return lambda x, y=None: d(n.augment(x), y)
@@ -238,7 +246,7 @@ class TrainStep:
             out_real, out_fake = n.D(n.augment(real), y), n.D(n.augment(fake.detach()), y)
             n.augment.observe(out_real)
             loss_d = n.loss.d_loss(out_real.float(), out_fake.float())
-            penalties = n.loss.penalty(n.D, real, fake.detach())
+            penalties = n.loss.penalty(n.D_eager, real, fake.detach())
             if self.penalties.active and self.penalties.every == 1:
                 penalties.update(self.penalty_terms(real, fake.detach(), y, 1))
             total = loss_d + sum(penalties.values()) if penalties else loss_d

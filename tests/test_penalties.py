@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +16,7 @@ from gan_cli.errors import ConfigError
 from gan_cli.losses import build_loss
 from gan_cli.losses.penalties import penalty_weight, r1_penalty, r2_penalty, zero_centred_penalty
 from gan_cli.step import LAZY_EVERY, Nets, Penalties, TrainStep, penalty_summary, reg_interval
+from tests.conftest import run_cli
 from tests.test_config import compose_train
 
 
@@ -171,3 +176,24 @@ def test_auto_interval_is_every_step_only_inside_a_cuda_graph() -> None:
         "R1 gamma 0.5 and R2 gamma 2, in every D update (loss.reg_every=auto: the step is one CUDA graph)"
     )
     assert penalty_summary(Penalties(r1_gamma=1.0, every=1), 1) == "R1 gamma 1, in every D update"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides,term",
+    [
+        (["loss.r1_gamma=0.3", "loss.reg_every=2"], "loss/r1"),  # a lazy update of its own
+        (["loss.r1_gamma=0.3", "loss.r2_gamma=0.3", "loss.reg_every=1"], "loss/r2"),  # inside D's update
+        (["loss=wgan_gp"], "loss/gp"),  # the loss's own penalty
+    ],
+)
+def test_compiled_networks_take_the_gradient_penalties(
+    tmp_path: Path, mnist_root: Path, overrides: list[str], term: str
+) -> None:
+    """A compiled D cannot take a double backward: the penalties go through D as it was before compiling."""
+    digits = ["debug=tiny", "data.download=false", f"data.root={mnist_root}", "trainer.compile=true"]
+    res = run_cli(*digits, *overrides, "hydra.run.dir=run", cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    values = [row[term] for row in rows if term in row]
+    assert values and all(math.isfinite(v) and v > 0 for v in values)
