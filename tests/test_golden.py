@@ -4,10 +4,11 @@ reshaped freely, but these runs must give exactly the recorded values.
 Each run names every option its numbers depend on (widths, loss, optimizer and rate, precision,
 threads), so a later change of a default leaves them alone. To record them anew after a change that
 is meant to alter the numbers: GAN_CLI_RECORD_GOLDEN=1 pytest tests/test_golden.py.
-CPU kernels round differently per instruction set, so the numbers are kept per
-`torch.backends.cpu.get_cpu_capability()` (AVX2, AVX512, ...); on a CPU with none recorded the runs are
-skipped until they are recorded there. A CPU with AVX512 can run (and record) the AVX2 numbers too, with
-torch's and oneDNN's kernels held to AVX2: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 pytest ...
+CPU kernels round differently per instruction set and per vendor (MKL and oneDNN choose other kernels on
+Intel's CPUs than on AMD's), so the numbers are kept per `torch.backends.cpu.get_cpu_capability()` (AVX2,
+AVX512, ...) and vendor, in folders such as AVX512-AMD; on a CPU with none recorded the runs are skipped
+until they are recorded there. A CPU with AVX512 can run (and record) the AVX2 numbers too, with torch's
+and oneDNN's kernels held to AVX2: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 pytest ...
 """
 
 from __future__ import annotations
@@ -28,7 +29,18 @@ from tests.runs import records
 
 pytestmark = pytest.mark.slow  # runs in make test; make test-fast leaves it out
 
-GOLDEN = Path(__file__).with_name("golden") / torch.backends.cpu.get_cpu_capability()
+
+def cpu_vendor() -> str:
+    """AMD, Intel or other: the vendor named in /proc/cpuinfo (other where there is none)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "other"
+    names = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}
+    return next((short for full, short in names.items() if full in info), "other")
+
+
+GOLDEN = Path(__file__).with_name("golden") / f"{torch.backends.cpu.get_cpu_capability()}-{cpu_vendor()}"
 RECORD = os.environ.get("GAN_CLI_RECORD_GOLDEN") == "1"
 STEPS = 200
 
