@@ -291,7 +291,7 @@ def build_run(
         augment=Augment(cfg.augment, device),
         bare_D=D if dist.enabled else None,
         average_grads=dist.average_grads if dist.enabled else None,
-        eager_D=D_run if t_cfg.compile else None,
+        uncompiled_D=D_run if t_cfg.compile else None,
     )
     if data.subset is not None:
         log.info("training on %d images chosen by data.limit / data.classes", len(data.subset))

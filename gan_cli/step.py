@@ -48,7 +48,7 @@ class Nets:
     average_grads: Callable[[nn.Module], None] | None = None
     # trainer.compile: D as it was before compiling, for the gradient penalties (a compiled module
     # cannot take their double backward); it shares the compiled D's parameters
-    eager_D: nn.Module | None = None
+    uncompiled_D: nn.Module | None = None
 
     def noise(self, n: int) -> torch.Tensor:
         """Noise for this process's `n` examples: its rows of one draw for the global batch, so several
@@ -65,7 +65,7 @@ class Nets:
     @property
     def D_eager(self) -> nn.Module:
         """D for the gradient penalties: not compiled."""
-        return self.D if self.eager_D is None else self.eager_D
+        return self.D if self.uncompiled_D is None else self.uncompiled_D
 
     def G_eval(self) -> nn.Module:
         """The generator samples and metrics use: the moving average, with batch-norm statistics of

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from gan_cli.losses import build_loss
 from gan_cli.losses.penalties import penalty_weight, r1_penalty, r2_penalty, zero_centred_penalty
 from gan_cli.step import LAZY_EVERY, Nets, Penalties, TrainStep, penalty_summary, reg_interval
 from tests.conftest import run_cli
+from tests.runs import records
 from tests.test_config import compose_train
 
 
@@ -194,6 +194,5 @@ def test_compiled_networks_take_the_gradient_penalties(
     digits = ["debug=tiny", "data.download=false", f"data.root={mnist_root}", "trainer.compile=true"]
     res = run_cli(*digits, *overrides, "hydra.run.dir=run", cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    values = [row[term] for row in rows if term in row]
+    values = [row[term] for row in records(tmp_path / "run") if term in row]
     assert values and all(math.isfinite(v) and v > 0 for v in values)
